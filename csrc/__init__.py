@@ -1,0 +1,1 @@
+"""C++ and CUDA sources of fastmi, compiled with ninja on first use."""

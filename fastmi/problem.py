@@ -1,0 +1,100 @@
+"""The static description of one loss call, shared by every backend.
+
+A :class:`Problem` folds a :class:`~fastmi.spec.LatentSpec` and the loss options into
+the plain values the kernels take. It is hashable, so torch.compile specializes on it
+and the eager path builds it once per distinct call (an LRU cache).
+
+The kernels' scalar arguments, in this order (see :meth:`Problem.kernel_args`):
+
+    cat_sizes (int[]), n_bernoulli, n_continuous, learned_std, fixed_logvar,
+    prior_entropy, lambda_cat, lambda_cont, minimax, real_label, sum_reduction
+
+Every backend returns ``(discriminator, generator, info, stats)`` where ``stats`` is a
+vector of ``3 + m`` values laid out as ``STATS_LAYOUT`` says.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+from .spec import LatentSpec
+
+GENERATOR_LOSSES = ("nonsaturating", "minimax")
+REDUCTIONS = ("mean", "sum")
+
+# stats vector: [jsd_bound, mi_bernoulli, mi_continuous, mi_categorical_1..m]
+STATS_LAYOUT = ("jsd_bound", "mi_bernoulli", "mi_continuous", "mi_categorical...")
+STATS_FIXED = 3
+
+
+class Problem(NamedTuple):
+    cat_sizes: tuple
+    n_bernoulli: int
+    n_continuous: int
+    learned_std: bool
+    fixed_logvar: float
+    prior_entropy: float
+    lambda_cat: float
+    lambda_cont: float
+    minimax: bool
+    real_label: float
+    sum_reduction: bool
+
+    @property
+    def n_categorical(self) -> int:
+        return len(self.cat_sizes)
+
+    @property
+    def q_width(self) -> int:
+        return sum(self.cat_sizes) + self.n_bernoulli + self.n_continuous * (2 if self.learned_std else 1)
+
+    @property
+    def stats_size(self) -> int:
+        return STATS_FIXED + len(self.cat_sizes)
+
+    def kernel_args(self) -> tuple:
+        """The scalar arguments of every backend op, in schema order."""
+        return (list(self.cat_sizes), self.n_bernoulli, self.n_continuous, self.learned_std,
+                self.fixed_logvar, self.prior_entropy, self.lambda_cat, self.lambda_cont,
+                self.minimax, self.real_label, self.sum_reduction)
+
+
+def _finite_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"infogan_loss: {name} must be a float, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"infogan_loss: {name} must be finite, got {value!r}")
+    return value
+
+
+@functools.lru_cache(maxsize=256)
+def make_problem(spec: LatentSpec, lambda_cat=1.0, lambda_cont=1.0, generator_loss="nonsaturating",
+                 real_label=1.0, reduction="mean") -> Problem:
+    """Validates the options and folds them with ``spec`` into a :class:`Problem`."""
+    if not isinstance(spec, LatentSpec):
+        raise TypeError(f"infogan_loss: spec must be a fastmi.LatentSpec, got {type(spec).__name__}")
+    lambda_cat = _finite_float("lambda_cat", lambda_cat)
+    lambda_cont = _finite_float("lambda_cont", lambda_cont)
+    real_label = _finite_float("real_label", real_label)
+    if not 0.0 <= real_label <= 1.0:
+        raise ValueError(f"infogan_loss: real_label must lie in [0, 1], got {real_label!r}")
+    if generator_loss not in GENERATOR_LOSSES:
+        raise ValueError(f"infogan_loss: generator_loss must be one of {GENERATOR_LOSSES}, got {generator_loss!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"infogan_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return Problem(
+        cat_sizes=spec.categorical,
+        n_bernoulli=spec.bernoulli,
+        n_continuous=spec.continuous,
+        learned_std=spec.learned_std,
+        fixed_logvar=spec.fixed_logvar,
+        prior_entropy=spec.prior_entropy,
+        lambda_cat=lambda_cat,
+        lambda_cont=lambda_cont,
+        minimax=generator_loss == "minimax",
+        real_label=real_label,
+        sum_reduction=reduction == "sum",
+    )

@@ -1,0 +1,1 @@
+"""Triton kernels of fastmi (imported as ``fastmi.kernels``)."""
