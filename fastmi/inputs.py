@@ -46,6 +46,9 @@ def _shape(t: torch.Tensor) -> tuple:
     return tuple(t.shape)
 
 
+# The checks below run on every call, so they read cheap attributes (dtype, ndim,
+# shape, get_device) and convert or copy only when an input needs it.
+
 def _logits(name: str, value, rows: Optional[int]) -> Optional[torch.Tensor]:
     if value is None:
         return None
@@ -53,14 +56,15 @@ def _logits(name: str, value, rows: Optional[int]) -> Optional[torch.Tensor]:
         raise TypeError(f"infogan_loss: {name} must be a tensor or None, got {type(value).__name__}")
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(f"infogan_loss: {name} must be float32, bfloat16, float16 or float64, got {value.dtype}")
-    if not (value.dim() == 1 or (value.dim() == 2 and value.shape[1] == 1)):
+    shape = value.shape
+    if not (value.ndim == 1 or (value.ndim == 2 and shape[1] == 1)):
         raise ValueError(f"infogan_loss: {name} must have shape [B] or [B, 1], got {_shape(value)}")
-    if value.shape[0] == 0:
+    if shape[0] == 0:
         raise ValueError(f"infogan_loss: {name} is an empty batch, shape {_shape(value)}; expected B >= 1")
-    if rows is not None and value.shape[0] != rows:
-        raise ValueError(f"infogan_loss: {name} has {value.shape[0]} rows but q has {rows}; "
+    if rows is not None and shape[0] != rows:
+        raise ValueError(f"infogan_loss: {name} has {shape[0]} rows but q has {rows}; "
                          f"expected shape [{rows}] or [{rows}, 1], got {_shape(value)}")
-    return value.reshape(-1)
+    return value.squeeze(1) if value.ndim == 2 else value
 
 
 def _codes(name: str, value, rows: int, width: int, dtypes, expected: str) -> Optional[torch.Tensor]:
@@ -76,9 +80,10 @@ def _codes(name: str, value, rows: int, width: int, dtypes, expected: str) -> Op
         raise TypeError(f"infogan_loss: codes.{name} must be a tensor, got {type(value).__name__}")
     if value.dtype not in dtypes:
         raise TypeError(f"infogan_loss: codes.{name} must be {expected}, got {value.dtype}")
-    if _shape(value) != (rows, width):
-        if value.dim() == 1 and width == 1 and value.shape[0] == rows:
-            return value.reshape(rows, 1)
+    shape = value.shape
+    if value.ndim != 2 or shape[0] != rows or shape[1] != width:
+        if value.ndim == 1 and width == 1 and shape[0] == rows:
+            return value.unsqueeze(1)
         raise ValueError(f"infogan_loss: codes.{name} must have shape [{rows}, {width}], got {_shape(value)}")
     return value
 
@@ -90,9 +95,10 @@ def prepare_inputs(real_logits, fake_logits, q, codes, problem: Problem) -> Loss
     if q.dtype not in FLOAT_DTYPES:
         raise TypeError(f"infogan_loss: q must be float32, bfloat16, float16 or float64, got {q.dtype}")
     width = problem.q_width
-    if q.dim() != 2 or q.shape[1] != width:
+    q_shape = q.shape
+    if q.ndim != 2 or q_shape[1] != width:
         raise ValueError(f"infogan_loss: q must have shape [B, {width}] (the spec's q_width), got {_shape(q)}")
-    rows = q.shape[0]
+    rows = q_shape[0]
     if rows == 0:
         raise ValueError(f"infogan_loss: q is an empty batch, shape {_shape(q)}; expected B >= 1")
     real = _logits("real_logits", real_logits, None)
@@ -107,32 +113,33 @@ def prepare_inputs(real_logits, fake_logits, q, codes, problem: Problem) -> Loss
     continuous = _codes("continuous", codes.continuous, rows, problem.n_continuous, FLOAT_DTYPES,
                         "float32, bfloat16, float16 or float64")
 
-    device = q.device
+    device = q.get_device()
     for name, t in (("real_logits", real), ("fake_logits", fake), ("codes.categorical", categorical),
                     ("codes.bernoulli", bernoulli), ("codes.continuous", continuous)):
-        if t is not None and t.device != device:
-            raise ValueError(f"infogan_loss: {name} is on {t.device} but q is on {device}; "
+        if t is not None and t.get_device() != device:
+            raise ValueError(f"infogan_loss: {name} is on {t.device} but q is on {q.device}; "
                              f"expected every input on one device")
 
     dtype = q.dtype
     for t in (real, fake):
         if t is not None and t.dtype != dtype:
             dtype = torch.promote_types(dtype, t.dtype)
-    acc = compute_dtype(dtype)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
 
-    def logits(t):
-        return None if t is None else t.to(dtype).contiguous()
-
-    def values(t):
-        return None if t is None else t.to(acc).contiguous()
+    def cast(t, to):
+        if t is None:
+            return None
+        if t.dtype != to:
+            t = t.to(to)
+        return t.contiguous()
 
     return LossInputs(
-        real=logits(real),
-        fake=logits(fake),
-        q=logits(q),
+        real=cast(real, dtype),
+        fake=cast(fake, dtype),
+        q=cast(q, dtype),
         categorical=None if categorical is None else categorical.contiguous(),
-        bernoulli=values(bernoulli),
-        continuous=values(continuous),
+        bernoulli=cast(bernoulli, acc),
+        continuous=cast(continuous, acc),
     )
 
 

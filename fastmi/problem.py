@@ -41,14 +41,8 @@ class Problem(NamedTuple):
     minimax: bool
     real_label: float
     sum_reduction: bool
-
-    @property
-    def n_categorical(self) -> int:
-        return len(self.cat_sizes)
-
-    @property
-    def q_width(self) -> int:
-        return sum(self.cat_sizes) + self.n_bernoulli + self.n_continuous * (2 if self.learned_std else 1)
+    q_width: int          # W, precomputed: the hot path reads it on every call
+    n_categorical: int
 
     @property
     def stats_size(self) -> int:
@@ -97,4 +91,6 @@ def make_problem(spec: LatentSpec, lambda_cat=1.0, lambda_cont=1.0, generator_lo
         minimax=generator_loss == "minimax",
         real_label=real_label,
         sum_reduction=reduction == "sum",
+        q_width=spec.q_width,
+        n_categorical=len(spec.categorical),
     )

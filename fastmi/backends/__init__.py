@@ -38,7 +38,10 @@ def _devices(name: str) -> tuple:
 
 def unavailable_reason(name: str, device_type: str):
     """None when backend ``name`` runs on ``device_type`` here, else why it does not."""
-    devices = _devices(name)
+    try:
+        devices = _devices(name)
+    except ImportError as exc:  # e.g. triton is not installed
+        return f"it cannot be imported ({exc})"
     if device_type not in devices:
         return f"it runs on {', '.join(devices) or 'no device here'}, not on {device_type} tensors"
     return _module(name).is_available()

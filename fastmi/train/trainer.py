@@ -1,0 +1,292 @@
+"""The InfoGAN training loop (Chen et al. 2016; openai/InfoGAN), every loss from
+:func:`fastmi.infogan_loss`.
+
+Each step draws a real batch x and a latent batch (z, c), generates G(z, c), then
+
+1. D/Q step: ``discriminator = L_D_adv + L_info`` on D(x), D(G(z, c)) and
+   Q(G(z, c)), with G's output detached. One Adam optimizer holds D's head, Q's head
+   and the body they share, so the info loss trains the body too.
+2. G step: ``generator = L_G_adv + L_info`` on D and Q of the same G(z, c), now
+   updated D/Q, gradients into G only.
+
+Adam with beta1 = 0.5: lr 2e-4 for D/Q, 1e-3 for G (the paper's MNIST settings).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+
+from .. import evaluate as evaluation
+from ..backends import backend_name
+from ..loss import infogan_loss
+from ..spec import Codes, LatentSpec
+from . import checkpoint as ckpt
+from . import distributed, metrics, plots
+from .batches import BatchOrder
+from .config import FIXED_SIGMA_CEILING, TrainConfig, check_resumable
+from .datasets import load_dataset
+from .models import build_models
+
+SAMPLES_DIR = "samples"
+EVALUATION_NAME = "evaluation.json"
+
+
+class TrainResult(NamedTuple):
+    config: TrainConfig
+    step: int
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    last_record: Optional[dict]
+    evaluation: Optional[dict]
+    wall_s: float
+
+
+def seed_for(*parts: int) -> int:
+    """A 63-bit seed derived from integers (numpy's SeedSequence: stable across runs,
+    unlike python's salted ``hash``)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint32).astype(np.uint64)
+               .dot(np.array([1 << 31, 1], dtype=np.uint64)))
+
+
+def default_threads() -> int:
+    """torch's CPU thread count less the cores other processes keep busy (by the
+    1-minute load average). OpenMP threads meet at a barrier after every op, so one
+    thread that shares its core with a busy process stalls them all: measured here,
+    a step on 2 threads with the other core busy ran 13x slower than on 1 thread."""
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - busy))
+
+
+def sample_latents(spec: LatentSpec, batch: int, noise_dim: int, rng: torch.Generator):
+    """``(codes, generator input [batch, noise_dim + code_width])``: uniform(-1, 1) noise
+    (openai/InfoGAN's ``Uniform(62)``) next to the codes drawn from their priors."""
+    codes = spec.sample(batch, generator=rng)
+    noise = torch.rand(batch, noise_dim, generator=rng, device=rng.device) * 2.0 - 1.0
+    return codes, torch.cat([noise, codes.to_generator_input()], dim=1)
+
+
+def discriminator_step(discriminator, optimizer, real, fake, codes: Codes, spec: LatentSpec, **loss_options):
+    """One D/Q update on ``discriminator = L_D_adv + L_info``. ``optimizer`` holds every
+    parameter of ``discriminator``: D's head, Q's head and the shared body, so the
+    info loss's gradient reaches the body. Returns ``(losses, fake_logits, q)``."""
+    real_logits, fake_logits, q = discriminator(real, fake.detach())
+    losses = infogan_loss(real_logits, fake_logits, q, codes, spec, **loss_options)
+    optimizer.zero_grad(set_to_none=True)
+    losses.discriminator.backward()
+    optimizer.step()
+    return losses, fake_logits, q
+
+
+def generator_step(discriminator, optimizer, generator_params, fake, codes: Codes, spec: LatentSpec,
+                   **loss_options):
+    """One G update on ``generator = L_G_adv + L_info``, through D and Q of ``fake``.
+    Gradients go to ``generator_params`` alone: D/Q's would be thrown away."""
+    with distributed.no_gradient_sync(discriminator):
+        _, fake_logits, q = discriminator(None, fake)
+    losses = infogan_loss(None, fake_logits, q, codes, spec, **loss_options)
+    optimizer.zero_grad(set_to_none=True)
+    losses.generator.backward(inputs=generator_params)
+    optimizer.step()
+    return losses
+
+
+def make_optimizers(generator, discriminator, config: TrainConfig):
+    """Adam for G, and one Adam for all of D/Q (body, D head, Q head). ``fused``: one
+    kernel per update instead of a dozen per tensor (a seventh of a CPU step)."""
+    betas = (config.beta1, config.beta2)
+    return (torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas, fused=True),
+            torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas, fused=True))
+
+
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Trains per ``config``, writing metrics, sample grids, the MI plot, checkpoints and
+    the final evaluation under ``config.out_dir``. With ``resume``, continues from the
+    checkpoint there, bit for bit as if never interrupted (same device, backend and
+    thread count). Under torchrun, trains with DistributedDataParallel."""
+    world = distributed.setup(config.device)
+    try:
+        return _train(config, world, resume, overwrite)
+    finally:
+        distributed.teardown(world)
+
+
+def _train(config: TrainConfig, world: distributed.World, resume: bool, overwrite: bool) -> TrainResult:
+    started = time.perf_counter()
+    device, main = world.device, world.is_main
+    out = config.out_dir
+    checkpoint_path = os.path.join(out, ckpt.CHECKPOINT_NAME)
+    metrics_path = os.path.join(out, metrics.METRICS_NAME)
+    say = _printer(main)
+    if config.batch_size % world.size:
+        raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {world.size} processes")
+    saved = None
+    if resume:
+        saved = ckpt.load(checkpoint_path)
+        check_resumable(TrainConfig.from_dict(saved["config"]), config)
+        if saved["world_size"] != world.size:
+            raise ValueError(f"{checkpoint_path} was written by {saved['world_size']} processes; resume it "
+                             f"with as many (this run has {world.size})")
+        if saved["step"] > config.steps:
+            raise ValueError(f"{checkpoint_path} is at step {saved['step']}, past --steps {config.steps}")
+    elif os.path.exists(checkpoint_path) and not overwrite:
+        raise FileExistsError(f"{out} already holds a run ({ckpt.CHECKPOINT_NAME}); pass --resume to continue "
+                              f"it, --overwrite to start over, or --out DIR")
+    distributed.barrier(world)  # every rank has read the old state before rank 0 clears it
+    if main and not resume:
+        for name in (metrics.METRICS_NAME, EVALUATION_NAME):
+            if os.path.exists(os.path.join(out, name)):
+                os.unlink(os.path.join(out, name))
+        shutil.rmtree(os.path.join(out, SAMPLES_DIR), ignore_errors=True)
+        os.makedirs(out, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    elif device.type == "cpu":
+        torch.set_num_threads(default_threads())
+
+    # ---- data, models, optimizers, random streams -----------------------------------
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2 ** 32)
+    random.seed(config.seed)
+    spec = config.spec
+    data = load_dataset(config.dataset, config.data_dir, config.split)
+    images = data.images.to(device)
+    batch = config.batch_size // world.size
+    order = BatchOrder(len(images), batch, config.seed, world.rank, world.size)
+    generator, discriminator = build_models(config.widths, spec, config.noise_dim)
+    generator.to(device)
+    discriminator.to(device)
+    opt_g, opt_d = make_optimizers(generator, discriminator, config)
+    code_rng = torch.Generator(device=device).manual_seed(seed_for(config.seed, 1, world.rank))
+    grid_noise = torch.rand(1, config.noise_dim, generator=torch.Generator().manual_seed(seed_for(config.seed, 2)))
+    grid_noise = grid_noise * 2.0 - 1.0
+    loss_options = dict(lambda_cat=config.lambda_cat, lambda_cont=config.lambda_cont, backend=config.loss_backend)
+
+    step = 0
+    if saved is not None:
+        generator.load_state_dict(saved["generator"])
+        discriminator.load_state_dict(saved["discriminator"])
+        opt_g.load_state_dict(saved["opt_g"])
+        opt_d.load_state_dict(saved["opt_d"])
+        order.load_state_dict(saved["batch_order"])
+        ckpt.restore_rng_state(saved["rng"][world.rank], code_rng)
+        step = saved["step"]
+        if main:
+            metrics.truncate(metrics_path, step)
+    G = distributed.wrap(generator, world)
+    DQ = distributed.wrap(discriminator, world)
+    g_params = list(generator.parameters())
+
+    say(f"fastmi InfoGAN | data {data.name}: {len(images)} images {tuple(images.shape[1:])} | preset {config.preset}: "
+        f"widths {config.widths.conv}/{config.widths.hidden}/{config.widths.q_hidden}, batch {config.batch_size}, "
+        f"{config.steps} steps | device {device} x{world.size}, {torch.get_num_threads()} threads | "
+        f"loss backend {config.loss_backend} -> {backend_name(config.loss_backend, device.type)}")
+    say(f"codes: Cat({', '.join(map(str, spec.categorical))}) + {spec.continuous} uniform(-1,1) continuous "
+        f"(Q: Gaussian, sigma {spec.std}) + {config.noise_dim} noise | out {out}"
+        + (f" | resuming at step {step}" if step else ""))
+
+    def save_checkpoint():
+        rng = distributed.gather_objects(ckpt.rng_state(code_rng), world)
+        if main:
+            ckpt.save_atomic({
+                "format": ckpt.FORMAT, "config": config.as_dict(), "step": step, "world_size": world.size,
+                "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "batch_order": order.state_dict(), "rng": rng,
+            }, checkpoint_path)
+
+    def draw_pictures(final: bool):
+        title = f"{data.name}, step {step}"
+        grid = os.path.join(out, SAMPLES_DIR, f"step-{step:06d}.png")
+        plots.sample_grid(generator, spec, grid_noise, grid, title=title)
+        if final:
+            shutil.copyfile(grid, os.path.join(out, "samples.png"))
+        plots.plot_metrics(metrics.read(metrics_path), spec, os.path.join(out, "mi.png"), FIXED_SIGMA_CEILING)
+
+    # ---- the loop ---------------------------------------------------------------------
+    means = metrics.RunningMeans(len(spec.categorical), spec.continuous)
+    bar = _progress_bar(config, step, enabled=main and config.progress)
+    interval_started, last_record = time.perf_counter(), None
+    while step < config.steps:
+        real = images[order.next().to(device)]
+        codes, latent = sample_latents(spec, batch, config.noise_dim, code_rng)
+        fake = G(latent)
+
+        d_losses, fake_logits, q = discriminator_step(DQ, opt_d, real, fake, codes, spec, **loss_options)
+        g_losses = generator_step(DQ, opt_g, g_params, fake, codes, spec, **loss_options)
+        step += 1
+        bar.update(1)
+
+        means.add(d_losses.discriminator, g_losses.generator, d_losses.info, d_losses.stats,
+                  metrics.continuous_code_bounds(fake_logits, q, codes, spec, config.loss_backend))
+        if step % config.log_every == 0 or step == config.steps:
+            row = distributed.mean_over_ranks(means.means(), world).tolist()
+            now = time.perf_counter()
+            last_record = {"step": step, "interval": means.count, **means.record(row),
+                           "steps_per_s": means.count / (now - interval_started),
+                           "elapsed_s": now - started}
+            means.reset()
+            if main and (step % config.sample_every == 0 or step == config.steps):
+                # a progress monitor: the labels score the clusters, they never train anything
+                clusters = evaluation.predict_clusters(discriminator, images, spec)
+                last_record["accuracy"] = evaluation.cluster_accuracy(clusters, data.labels.numpy())[0]
+            interval_started = time.perf_counter()
+            if main:
+                metrics.append(metrics_path, last_record)
+                bar.set_postfix_str(metrics.progress_text(last_record), refresh=False)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save_checkpoint()
+        if main and step % config.sample_every == 0 and step != config.steps:
+            draw_pictures(final=False)
+            say(_log_line(last_record, config.steps))
+    bar.close()
+
+    # ---- the end: pictures, evaluation on the training data -----------------------------
+    result = None
+    if main:
+        draw_pictures(final=True)
+        if last_record is not None:
+            say(_log_line(last_record, config.steps))
+        if config.evaluate:
+            result = evaluation.evaluate(generator, discriminator, spec, config.noise_dim, images, data.labels,
+                                         dataset=data.name, seed=config.seed, backend=config.loss_backend)
+            result["step"] = step
+            evaluation.write_json(result, os.path.join(out, EVALUATION_NAME))
+            for line in evaluation.summary_lines(result):
+                say(line)
+    wall = time.perf_counter() - started
+    say(f"done in {wall:.0f} s: {out}/ holds metrics.jsonl, samples.png, mi.png, {ckpt.CHECKPOINT_NAME}"
+        + (f", {EVALUATION_NAME}" if result else ""))
+    distributed.barrier(world)
+    return TrainResult(config, step, generator, discriminator, last_record, result, wall)
+
+
+def _printer(enabled: bool):
+    def say(line: str) -> None:
+        if enabled:
+            from tqdm import tqdm
+
+            tqdm.write(line)
+    return say
+
+
+def _progress_bar(config: TrainConfig, step: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=config.steps, initial=step, disable=not enabled, dynamic_ncols=True, unit="step",
+                desc="InfoGAN")
+
+
+def _log_line(record: Optional[dict], steps: int) -> str:
+    if record is None:
+        return ""
+    accuracy = f" | cluster accuracy {record['accuracy']:.3f}" if "accuracy" in record else ""
+    return (f"step {record['step']}/{steps} | D/Q {record['loss_d']:.3f} G {record['loss_g']:.3f} "
+            f"info {record['loss_info']:.3f} | {metrics.progress_text(record)} (nats){accuracy} | "
+            f"{record['steps_per_s']:.1f} steps/s")
