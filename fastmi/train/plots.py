@@ -94,7 +94,7 @@ def plot_metrics(records: List[dict], spec: LatentSpec, path: str, fixed_sigma_c
     ax_mi.set_xlabel("step")
     ax_mi.set_ylabel("nats")
     ax_mi.set_title("mutual-information lower bounds")
-    ax_mi.legend(fontsize=7, loc="lower right")
+    ax_mi.legend(fontsize=7, loc="center right")
     for key, label in (("loss_d", "D/Q loss (discriminator)"), ("loss_g", "G loss (generator)"),
                        ("loss_info", "L_info"), ("jsd_bound", "JSD bound")):
         ax_loss.plot(steps, [r[key] if r[key] is not None else float("nan") for r in records], label=label)
