@@ -47,7 +47,7 @@ def _shape(t: torch.Tensor) -> tuple:
 
 
 # The checks below run on every call, so they read cheap attributes (dtype, ndim,
-# shape, get_device) and convert or copy only when an input needs it.
+# shape, device) and convert or copy only when an input needs it.
 
 def _logits(name: str, value, rows: Optional[int]) -> Optional[torch.Tensor]:
     if value is None:
@@ -113,11 +113,11 @@ def prepare_inputs(real_logits, fake_logits, q, codes, problem: Problem) -> Loss
     continuous = _codes("continuous", codes.continuous, rows, problem.n_continuous, FLOAT_DTYPES,
                         "float32, bfloat16, float16 or float64")
 
-    device = q.get_device()
+    device = q.device
     for name, t in (("real_logits", real), ("fake_logits", fake), ("codes.categorical", categorical),
                     ("codes.bernoulli", bernoulli), ("codes.continuous", continuous)):
-        if t is not None and t.get_device() != device:
-            raise ValueError(f"infogan_loss: {name} is on {t.device} but q is on {q.device}; "
+        if t is not None and t.device != device:
+            raise ValueError(f"infogan_loss: {name} is on {t.device} but q is on {device}; "
                              f"expected every input on one device")
 
     dtype = q.dtype

@@ -633,6 +633,16 @@ std::pair<std::array<Tensor, 3>, Tensor> run_forward(const OptTensor& real, cons
   return {out, st};
 }
 
+// Tests set this to fill fresh gradient buffers with NaN before the kernel writes them,
+// so an element the kernel forgets to write shows up.
+bool g_poison_outputs = false;
+
+Tensor new_output(const Tensor& like) {
+  Tensor t = at::empty_like(like);
+  if (g_poison_outputs) t.fill_(std::numeric_limits<double>::quiet_NaN());
+  return t;
+}
+
 double upstream(const OptTensor& g) { return present(g) ? g->item<double>() : 0.0; }
 
 std::vector<Tensor> run_backward(const OptTensor& gD, const OptTensor& gG, const OptTensor& gI,
@@ -640,9 +650,9 @@ std::vector<Tensor> run_backward(const OptTensor& gD, const OptTensor& gG, const
                                  const OptTensor& cat, const OptTensor& bern, const OptTensor& cont,
                                  const Problem& p) {
   check_inputs(real, fake, q, cat, bern, cont, p);
-  Tensor grad_real = present(real) ? at::empty_like(*real) : at::empty({0}, q.options());
-  Tensor grad_fake = present(fake) ? at::empty_like(*fake) : at::empty({0}, q.options());
-  Tensor grad_q = at::empty_like(q);
+  Tensor grad_real = present(real) ? new_output(*real) : at::empty({0}, q.options());
+  Tensor grad_fake = present(fake) ? new_output(*fake) : at::empty({0}, q.options());
+  Tensor grad_q = new_output(q);
   const double up_d = upstream(gD), up_g = upstream(gG), up_i = upstream(gI);
   dispatch(q, cat, [&](auto t, auto i, auto a) {
     using T = decltype(t);
@@ -733,4 +743,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward_op", &fastmi::forward_op, "(D, G, I, stats) of one batch");
   m.def("backward_op", &fastmi::backward_op, "(grad_real, grad_fake, grad_q) of one batch");
   m.def("loss", &fastmi::loss, "eager forward with a C++ autograd node");
+  m.def("set_poison_outputs", [](bool on) { fastmi::g_poison_outputs = on; },
+        "fill new gradient buffers with NaN before the kernels write them (for tests)");
 }

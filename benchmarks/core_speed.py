@@ -1,0 +1,130 @@
+"""Forward + backward speed of the fused CPU backend against eager PyTorch and
+torch.compile, side by side in one process, and the cost of the op boundary.
+
+    python benchmarks/core_speed.py [--batches 64 65536] [--threads 2] [--json out.json]
+
+One step = ``fastmi.infogan_loss(...)`` then ``torch.autograd.backward`` of the three
+losses with upstream grads (the D step and the G step both need all of them). Each
+provider is timed over interleaved rounds (median of the per-round means), so a burst of
+load on a shared machine hits every provider alike.
+
+Providers:
+  cpu          the public API, backend="cpu" (eager calls use the C++ autograd node)
+  eager        the public API, backend="reference" (composite PyTorch)
+  compile      torch.compile of the reference call (default mode)
+  cpu-pyfn     the same C++ kernels behind a Python torch.autograd.Function
+  cpu-op       the same C++ kernels called through the torch.library custom op
+               (dispatcher + Python autograd registration), as torch.compile sees them
+
+The last two exist to measure what the op boundary costs an eager call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+import fastmi
+from fastmi.backends import cpu
+from fastmi.inputs import prepare_inputs
+from fastmi.outputs import MIStats
+from fastmi.problem import make_problem
+
+SPEC = fastmi.LatentSpec(categorical=(10,), continuous=2)   # MNIST InfoGAN
+
+
+def make_inputs(batch: int, dtype=torch.float32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    real = torch.randn(batch, generator=g).to(dtype).requires_grad_()
+    fake = torch.randn(batch, generator=g).to(dtype).requires_grad_()
+    q = torch.randn(batch, SPEC.q_width, generator=g).to(dtype).requires_grad_()
+    return real, fake, q, SPEC.sample(batch, generator=g)
+
+
+def _via(path):
+    """A loss function that runs the CPU kernels through ``path`` ("pyfn" or "op")."""
+    def fn(real, fake, q, codes):
+        problem = make_problem(SPEC)
+        inputs = prepare_inputs(real, fake, q, codes, problem)
+        if path == "pyfn":
+            d, g, i, stats = cpu.ops.eager.apply(*inputs, problem.kernel_args())
+        else:
+            d, g, i, stats = cpu.ops.forward(*inputs, *problem.kernel_args())
+        return fastmi.InfoGANLossOutput(d, g, i, MIStats.from_vector(stats))
+    return fn
+
+
+def providers():
+    def api(backend):
+        return lambda r, f, q, c: fastmi.infogan_loss(r, f, q, c, SPEC, backend=backend)
+    return {
+        "cpu": api("cpu"),
+        "eager": api("reference"),
+        "compile": torch.compile(api("reference")),
+        "cpu-pyfn": _via("pyfn"),
+        "cpu-op": _via("op"),
+    }
+
+
+def step(fn, inputs, upstream):
+    out = fn(*inputs)
+    torch.autograd.backward([out.discriminator, out.generator, out.info], upstream)
+    for t in inputs[:3]:
+        t.grad = None
+
+
+def measure(fns, inputs, rounds: int, min_round_s: float):
+    upstream = [torch.tensor(0.7), torch.tensor(-0.3), torch.tensor(1.1)]
+    iters = {}
+    for name, fn in fns.items():   # warm up (compilation, JIT build) and size the rounds
+        for _ in range(3):
+            step(fn, inputs, upstream)
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < min_round_s:
+            step(fn, inputs, upstream)
+            n += 1
+        iters[name] = max(n, 1)
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(iters[name]):
+                step(fn, inputs, upstream)
+            samples[name].append((time.perf_counter() - start) / iters[name])
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 65536])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--min-round-s", type=float, default=0.2)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    fns = providers()
+    print(f"fastmi {fastmi.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}")
+    print(f"spec {SPEC}, float32, forward + backward of all three losses; median of {args.rounds} rounds")
+    header = f"{'B':>8} " + " ".join(f"{n:>11}" for n in fns) + "   cpu vs eager   cpu vs compile"
+    print(header)
+    results = []
+    for batch in args.batches:
+        times = measure(fns, make_inputs(batch), args.rounds, args.min_round_s)
+        row = f"{batch:>8} " + " ".join(f"{times[n] * 1e6:>9.1f}us" for n in fns)
+        row += f"   {times['eager'] / times['cpu']:>11.1f}x   {times['compile'] / times['cpu']:>13.1f}x"
+        print(row)
+        results.append({"batch": batch, "seconds": times})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "threads": args.threads, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
