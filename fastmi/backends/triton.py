@@ -1,0 +1,256 @@
+"""The Triton backend (kernels/, shipped as ``fastmi.kernels``).
+
+One launch computes the forward (every term, the partial sums and the final losses and
+stats, kernels/infogan_forward.py) and one launch the backward (every gradient,
+recomputed from the inputs, kernels/infogan_backward.py). Neither syncs with the host
+nor allocates by data, so both are CUDA-graph capturable; kernels/config.py holds the
+tunables and the layout choice.
+
+Devices: CUDA tensors; also CPU tensors when ``TRITON_INTERPRET=1`` is set before
+triton is imported (the Triton interpreter runs the same kernels in numpy, for tests).
+
+Registration: :func:`fastmi.backends.fused_op.define_fused_ops` makes the ops
+``fastmi::triton_forward`` / ``fastmi::triton_backward``. On GPUs they are
+``torch.library.triton_op`` ops, so torch.compile sees through them to the kernels
+(launched with ``wrap_triton``); under the interpreter they are opaque custom ops,
+because ``wrap_triton`` cannot trace an interpreted kernel. Eager calls go through the
+autograd.Function of define_fused_ops and launch the kernels directly.
+
+Invalid codes: a categorical index outside [0, K) or a bernoulli value other than 0/1
+makes the losses (and that element's gradient) NaN; the kernels never read memory at
+the code's value. The CPU backends raise instead, which would need a host sync here.
+
+The multi-program forward hands out tickets from a per-device int32 counter that the
+last program puts back to zero; it is created (zeroed) on the device's first such call,
+so run one eager call before capturing a CUDA graph, and do not overlap two such
+launches on different streams of one device. Under torch.compile the counter is a
+``torch.zeros`` in the graph instead (a graph cannot hold a module-level tensor that a
+kernel mutates). A problem small enough for one program (e.g. B <= 256 at W = 14) uses
+no counter at all.
+"""
+
+import os
+import struct
+from typing import Optional
+
+import torch
+import triton  # noqa: F401  (an ImportError here tells the registry that triton is missing)
+from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
+from torch._subclasses.functional_tensor import FunctionalTensor
+
+from ..kernels import config
+from ..kernels.infogan_backward import infogan_backward_kernel
+from ..kernels.infogan_forward import infogan_forward_kernel
+from .fused_op import define_fused_ops
+
+
+def interpreting() -> bool:
+    """Whether triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def DEVICES() -> tuple:  # noqa: N802  (the registry's name for it)
+    return ("cuda", "cpu") if interpreting() else ("cuda",)
+
+
+def is_available():
+    if interpreting():
+        return None
+    if not torch.cuda.is_available():
+        return ("no CUDA device is visible (set TRITON_INTERPRET=1 before importing triton to run the "
+                "Triton kernels on CPU tensors in the interpreter)")
+    try:
+        triton.runtime.driver.active.get_current_target()
+    except Exception as exc:  # a broken driver or an unsupported GPU
+        return f"triton has no usable GPU driver ({type(exc).__name__}: {exc})"
+    return None
+
+
+# ---- launch preparation, cached per shape and problem ------------------------------------
+
+def _split(x: float) -> tuple:
+    """(fp32(x), fp32(x - fp32(x))): a Python float as two fp32 kernel arguments."""
+    hi = struct.unpack("f", struct.pack("f", x))[0]
+    return hi, struct.unpack("f", struct.pack("f", x - hi))[0]
+
+
+class _Launch:
+    __slots__ = ("layout", "grid", "backward_grid", "single", "trip_counts", "forward_scalars", "backward_scalars", "constexprs")
+
+    def __init__(self, n_rows, n_real, cat_sizes, n_bernoulli, n_continuous, learned_std, fixed_logvar,
+                 prior_entropy, lambda_cat, lambda_cont, minimax, real_label, sum_reduction, fp64, has_real,
+                 has_fake):
+        layout = config.choose_layout(n_rows, n_real, cat_sizes, n_bernoulli, n_continuous, fp64)
+        self.layout = layout
+        self.grid = (layout.programs,)
+        self.backward_grid = (layout.backward_programs,)
+        self.single = layout.programs == 1
+        self.trip_counts = (config.cdiv(layout.n_real_blocks, layout.programs),
+                            config.cdiv(layout.n_tiles, layout.programs),
+                            config.cdiv(layout.programs, config.BLOCK_PARTIALS))
+        fl, pe, lc, lo, rl = (_split(float(v)) for v in (fixed_logvar, prior_entropy, lambda_cat, lambda_cont,
+                                                          real_label))
+        self.forward_scalars = (*fl, *pe, *lc, *lo, *rl)
+        self.backward_scalars = (*fl, *lc, *lo, *rl)
+        width = sum(cat_sizes) + n_bernoulli + n_continuous * (2 if learned_std else 1)
+        self.constexprs = dict(
+            W=width, CAT_SIZES=cat_sizes, CAT_OFFSETS=config.cat_offsets(cat_sizes), CAT_BLOCKS=layout.cat_blocks,
+            N_BERN=n_bernoulli, BERN_OFFSET=sum(cat_sizes), BLOCK_BERN=layout.block_bern,
+            N_CONT=n_continuous, MU_OFFSET=sum(cat_sizes) + n_bernoulli, BLOCK_CONT=layout.block_cont,
+            LEARNED_STD=learned_std, HAS_REAL=has_real, HAS_FAKE=has_fake, MINIMAX=minimax,
+            SUM_REDUCTION=sum_reduction, FP64=fp64, ROWS=layout.rows, BLOCK_REAL=layout.block_real,
+        )
+
+
+_launches: dict = {}
+_MAX_LAUNCHES = 4096
+
+
+def _launch(n_rows: int, n_real: int, q, fake, problem_args) -> _Launch:
+    key = (n_rows, n_real, q.dtype, fake is not None, *problem_args[1:])
+    key = key + (tuple(problem_args[0]),)
+    launch = _launches.get(key)
+    if launch is None:
+        if len(_launches) >= _MAX_LAUNCHES:  # e.g. a sweep over many batch sizes
+            _launches.clear()
+        (cat_sizes, n_bernoulli, n_continuous, learned_std, fixed_logvar, prior_entropy, lambda_cat, lambda_cont,
+         minimax, real_label, sum_reduction) = problem_args
+        launch = _launches[key] = _Launch(
+            n_rows, n_real, tuple(cat_sizes), n_bernoulli, n_continuous, learned_std, fixed_logvar,
+            prior_entropy, lambda_cat, lambda_cont, minimax, real_label, sum_reduction, q.dtype == torch.float64,
+            n_real > 0, fake is not None)
+    return launch
+
+
+def _tracing(t: Tensor) -> bool:
+    """True while torch.compile traces the op (fake or functional tensors)."""
+    return isinstance(t, (FakeTensor, FunctionalTensor))
+
+
+def _kernel(kernel, traced: bool):
+    return torch.library.wrap_triton(kernel) if traced else kernel
+
+
+_counters: dict = {}
+
+
+def _counter(device: torch.device, traced: bool) -> Tensor:
+    """The ticket counter of the multi-program forward: zero between launches."""
+    if traced:
+        return torch.zeros(1, dtype=torch.int32, device=device)
+    counter = _counters.get(device)
+    if counter is None:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("fastmi triton backend: the first multi-program forward on a device cannot run "
+                               "inside CUDA graph capture (it creates the zeroed ticket counter); run one call "
+                               "eagerly before capturing")
+        counter = _counters[device] = torch.zeros(1, dtype=torch.int32, device=device)
+    return counter
+
+
+class _DeviceGuard:
+    """Makes q's CUDA device current for the launch (triton launches on the current device)."""
+
+    __slots__ = ("index", "previous")
+
+    def __init__(self, q: Tensor):
+        self.index = q.get_device()
+        self.previous = -1
+
+    def __enter__(self):
+        if self.index >= 0:
+            current = torch.cuda.current_device()
+            if current != self.index:
+                self.previous = current
+                torch.cuda.set_device(self.index)
+
+    def __exit__(self, *exc):
+        if self.previous >= 0:
+            torch.cuda.set_device(self.previous)
+
+
+# ---- the two op implementations (their annotations are the op schemas) ---------------------
+
+def forward(real: Optional[Tensor], fake: Optional[Tensor], q: Tensor, categorical: Optional[Tensor],
+            bernoulli: Optional[Tensor], continuous: Optional[Tensor], cat_sizes: list[int], n_bernoulli: int,
+            n_continuous: int, learned_std: bool, fixed_logvar: float, prior_entropy: float, lambda_cat: float,
+            lambda_cont: float, minimax: bool, real_label: float,
+            sum_reduction: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(discriminator, generator, info, stats)`` of one batch, in one launch."""
+    # int(): under torch.compile with dynamic shapes this specializes on the batch sizes,
+    # which the layout (block sizes, grid) depends on
+    n_rows, n_real = int(q.shape[0]), 0 if real is None else int(real.shape[0])
+    launch = _launch(n_rows, n_real, q, fake, (cat_sizes, n_bernoulli, n_continuous, learned_std, fixed_logvar,
+                                     prior_entropy, lambda_cat, lambda_cont, minimax, real_label, sum_reduction))
+    layout = launch.layout
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    disc = torch.empty((), dtype=acc, device=q.device)
+    gen = torch.empty((), dtype=acc, device=q.device)
+    info = torch.empty((), dtype=acc, device=q.device)
+    stats = torch.empty((config.STATS_FIXED + len(cat_sizes),), dtype=acc, device=q.device)
+    traced = _tracing(q)
+    if launch.single:
+        partials = counter = stats  # never touched by a single program
+    else:
+        partials = torch.empty((layout.programs, layout.n_sums), dtype=acc, device=q.device)
+        counter = _counter(q.device, traced)
+    with _DeviceGuard(q):
+        _kernel(infogan_forward_kernel, traced)[launch.grid](
+            q if real is None else real, q if fake is None else fake, q,
+            q if categorical is None else categorical, q if bernoulli is None else bernoulli,
+            q if continuous is None else continuous,
+            disc, gen, info, stats, partials, counter,
+            n_real, n_rows, *launch.trip_counts, *launch.forward_scalars,
+            **launch.constexprs, N_SUMS=layout.n_sums, N_STATS=layout.n_stats, SINGLE_PROGRAM=launch.single,
+            BLOCK_PARTIALS=config.BLOCK_PARTIALS, num_warps=layout.num_warps,
+        )
+    return disc, gen, info, stats
+
+
+def backward(grad_discriminator: Optional[Tensor], grad_generator: Optional[Tensor], grad_info: Optional[Tensor],
+             real: Optional[Tensor], fake: Optional[Tensor], q: Tensor, categorical: Optional[Tensor],
+             bernoulli: Optional[Tensor], continuous: Optional[Tensor], cat_sizes: list[int], n_bernoulli: int,
+             n_continuous: int, learned_std: bool, fixed_logvar: float, prior_entropy: float, lambda_cat: float,
+             lambda_cont: float, minimax: bool, real_label: float,
+             sum_reduction: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(grad_real, grad_fake, grad_q)`` in the inputs' dtypes, in one launch; the grad
+    of an absent input is an empty [0] tensor, an absent upstream grad counts as zero."""
+    # int(): under torch.compile with dynamic shapes this specializes on the batch sizes,
+    # which the layout (block sizes, grid) depends on
+    n_rows, n_real = int(q.shape[0]), 0 if real is None else int(real.shape[0])
+    launch = _launch(n_rows, n_real, q, fake, (cat_sizes, n_bernoulli, n_continuous, learned_std, fixed_logvar,
+                                     prior_entropy, lambda_cat, lambda_cont, minimax, real_label, sum_reduction))
+    grad_real = torch.empty_like(real) if real is not None else q.new_empty((0,))
+    grad_fake = torch.empty_like(fake) if fake is not None else q.new_empty((0,))
+    grad_q = torch.empty_like(q)
+    traced = _tracing(q)
+    with _DeviceGuard(q):
+        _kernel(infogan_backward_kernel, traced)[launch.backward_grid](
+            q if grad_discriminator is None else grad_discriminator,
+            q if grad_generator is None else grad_generator,
+            q if grad_info is None else grad_info,
+            q if real is None else real, q if fake is None else fake, q,
+            q if categorical is None else categorical, q if bernoulli is None else bernoulli,
+            q if continuous is None else continuous,
+            grad_q if real is None else grad_real, grad_q if fake is None else grad_fake, grad_q,
+            n_real, n_rows, *launch.backward_scalars,
+            **launch.constexprs, HAS_GRAD_DISC=grad_discriminator is not None,
+            HAS_GRAD_GEN=grad_generator is not None, HAS_GRAD_INFO=grad_info is not None,
+            num_warps=launch.layout.num_warps,
+        )
+    return grad_real, grad_fake, grad_q
+
+
+def _register(name, fn, *, mutates_args, schema):
+    if interpreting():  # wrap_triton cannot trace an interpreted kernel: keep the op opaque
+        return torch.library.custom_op(name, fn, mutates_args=mutates_args, schema=schema)
+    # triton_op infers the schema from fn's annotations, which spell out `schema`
+    return torch.library.triton_op(name, fn, mutates_args=mutates_args)
+
+
+ops = define_fused_ops("triton", forward, backward, register=_register)
+
+
+def loss(inputs, problem):
+    return ops.loss(inputs, problem)
