@@ -43,6 +43,7 @@ class Problem(NamedTuple):
     sum_reduction: bool
     q_width: int          # W, precomputed: the hot path reads it on every call
     n_categorical: int
+    op_args: tuple        # kernel_args(), precomputed for the same reason
 
     @property
     def stats_size(self) -> int:
@@ -50,9 +51,7 @@ class Problem(NamedTuple):
 
     def kernel_args(self) -> tuple:
         """The scalar arguments of every backend op, in schema order."""
-        return (list(self.cat_sizes), self.n_bernoulli, self.n_continuous, self.learned_std,
-                self.fixed_logvar, self.prior_entropy, self.lambda_cat, self.lambda_cont,
-                self.minimax, self.real_label, self.sum_reduction)
+        return self.op_args
 
 
 def _finite_float(name: str, value) -> float:
@@ -79,7 +78,7 @@ def make_problem(spec: LatentSpec, lambda_cat=1.0, lambda_cont=1.0, generator_lo
         raise ValueError(f"infogan_loss: generator_loss must be one of {GENERATOR_LOSSES}, got {generator_loss!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"infogan_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    return Problem(
+    fields = dict(
         cat_sizes=spec.categorical,
         n_bernoulli=spec.bernoulli,
         n_continuous=spec.continuous,
@@ -94,3 +93,7 @@ def make_problem(spec: LatentSpec, lambda_cat=1.0, lambda_cont=1.0, generator_lo
         q_width=spec.q_width,
         n_categorical=len(spec.categorical),
     )
+    op_args = tuple(fields[name] for name in ("cat_sizes", "n_bernoulli", "n_continuous", "learned_std",
+                                               "fixed_logvar", "prior_entropy", "lambda_cat", "lambda_cont",
+                                               "minimax", "real_label", "sum_reduction"))
+    return Problem(**fields, op_args=op_args)

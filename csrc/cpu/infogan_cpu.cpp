@@ -24,6 +24,7 @@
 
 #include <torch/extension.h>
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -602,35 +603,37 @@ void raise_code_error(const CodeError& err, const Problem& p) {
   }
 }
 
-// Runs the forward and returns {discriminator, generator, info} and the stats vector
-// [jsd, mi_bernoulli, mi_continuous, mi_categorical...], in the accumulation dtype.
-std::pair<std::array<Tensor, 3>, Tensor> run_forward(const OptTensor& real, const OptTensor& fake, const Tensor& q,
-                                                     const OptTensor& cat, const OptTensor& bern,
-                                                     const OptTensor& cont, const Problem& p) {
+// The forward's results, in double, before they become tensors.
+struct ForwardValues {
+  double losses[3];            // discriminator, generator, info
+  std::vector<double> stats;   // jsd, mi_bernoulli, mi_continuous, mi_categorical...
+  at::ScalarType dtype;        // of the output tensors: the accumulation dtype
+};
+
+ForwardValues run_forward(const OptTensor& real, const OptTensor& fake, const Tensor& q, const OptTensor& cat,
+                          const OptTensor& bern, const OptTensor& cont, const Problem& p) {
   check_inputs(real, fake, q, cat, bern, cont, p);
-  double losses[3];
-  std::vector<double> stats(kMiCat0 + p.m());
+  ForwardValues v;
+  v.stats.resize(kMiCat0 + p.m());
+  v.dtype = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   CodeError err;
   dispatch(q, cat, [&](auto t, auto i, auto a) {
     using T = decltype(t);
     using I = decltype(i);
     using A = decltype(a);
-    forward_kernel(make_batch<T, I, A>(real, fake, q, cat, bern, cont), p, losses, stats.data(), &err);
+    forward_kernel(make_batch<T, I, A>(real, fake, q, cat, bern, cont), p, v.losses, v.stats.data(), &err);
   });
   raise_code_error(err, p);
-  const auto opts = q.options().dtype(q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-  std::array<Tensor, 3> out;
-  for (int i = 0; i < 3; ++i) {
-    out[i] = at::empty({}, opts);
-    if (q.scalar_type() == at::kDouble) *out[i].data_ptr<double>() = losses[i];
-    else *out[i].data_ptr<float>() = static_cast<float>(losses[i]);
-  }
-  Tensor st = at::empty({static_cast<int64_t>(stats.size())}, opts);
-  for (size_t i = 0; i < stats.size(); ++i) {
-    if (q.scalar_type() == at::kDouble) st.data_ptr<double>()[i] = stats[i];
-    else st.data_ptr<float>()[i] = static_cast<float>(stats[i]);
-  }
-  return {out, st};
+  return v;
+}
+
+// A fresh CPU tensor holding values[0..n) (n = 0 gives a 0-d tensor). at::detail::empty_cpu
+// skips the dispatcher, which costs more than the whole kernel at small batch sizes.
+Tensor values_tensor(const double* values, int64_t n, bool scalar, at::ScalarType dtype) {
+  Tensor t = scalar ? Tensor(at::detail::empty_cpu({}, dtype)) : Tensor(at::detail::empty_cpu({n}, dtype));
+  if (dtype == at::kDouble) std::copy(values, values + n, t.data_ptr<double>());
+  else std::transform(values, values + n, t.data_ptr<float>(), [](double x) { return static_cast<float>(x); });
+  return t;
 }
 
 // Tests set this to fill fresh gradient buffers with NaN before the kernel writes them,
@@ -638,20 +641,30 @@ std::pair<std::array<Tensor, 3>, Tensor> run_forward(const OptTensor& real, cons
 bool g_poison_outputs = false;
 
 Tensor new_output(const Tensor& like) {
-  Tensor t = at::empty_like(like);
+  Tensor t = at::detail::empty_cpu(like.sizes(), like.scalar_type());
   if (g_poison_outputs) t.fill_(std::numeric_limits<double>::quiet_NaN());
   return t;
 }
 
-double upstream(const OptTensor& g) { return present(g) ? g->item<double>() : 0.0; }
+// The upstream grad of one loss; absent counts as 0. Read in place: item() would go
+// through the dispatcher three times per backward.
+double upstream(const OptTensor& g) {
+  if (!present(g)) return 0.0;
+  TORCH_CHECK_VALUE(g->numel() == 1 && g->device().is_cpu(), "fastmi cpu: an upstream grad must be a CPU scalar");
+  double value = 0.0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g->scalar_type(), "fastmi_upstream",
+                                  [&] { value = static_cast<double>(*g->const_data_ptr<scalar_t>()); });
+  return value;
+}
 
 std::vector<Tensor> run_backward(const OptTensor& gD, const OptTensor& gG, const OptTensor& gI,
                                  const OptTensor& real, const OptTensor& fake, const Tensor& q,
                                  const OptTensor& cat, const OptTensor& bern, const OptTensor& cont,
                                  const Problem& p) {
   check_inputs(real, fake, q, cat, bern, cont, p);
-  Tensor grad_real = present(real) ? new_output(*real) : at::empty({0}, q.options());
-  Tensor grad_fake = present(fake) ? new_output(*fake) : at::empty({0}, q.options());
+  Tensor empty = at::detail::empty_cpu({0}, q.scalar_type());
+  Tensor grad_real = present(real) ? new_output(*real) : empty;
+  Tensor grad_fake = present(fake) ? new_output(*fake) : empty;
   Tensor grad_q = new_output(q);
   const double up_d = upstream(gD), up_g = upstream(gG), up_i = upstream(gI);
   dispatch(q, cat, [&](auto t, auto i, auto a) {
@@ -679,8 +692,10 @@ std::vector<Tensor> run_backward(const OptTensor& gD, const OptTensor& gG, const
 std::vector<Tensor> forward_op(const OptTensor& real, const OptTensor& fake, const Tensor& q,
                                const OptTensor& cat, const OptTensor& bern, const OptTensor& cont,
                                FASTMI_PROBLEM_ARGS) {
-  auto [losses, stats] = run_forward(real, fake, q, cat, bern, cont, FASTMI_PROBLEM);
-  return {losses[0], losses[1], losses[2], stats};
+  const ForwardValues v = run_forward(real, fake, q, cat, bern, cont, FASTMI_PROBLEM);
+  return {values_tensor(&v.losses[0], 1, true, v.dtype), values_tensor(&v.losses[1], 1, true, v.dtype),
+          values_tensor(&v.losses[2], 1, true, v.dtype),
+          values_tensor(v.stats.data(), static_cast<int64_t>(v.stats.size()), false, v.dtype)};
 }
 
 // The custom op's backward: (grad_real, grad_fake, grad_q); an absent input's grad is [0].
@@ -705,16 +720,17 @@ struct FusedLoss : public torch::autograd::Function<FusedLoss> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const OptTensor& real,
                                                 const OptTensor& fake, const Tensor& q, const OptTensor& cat,
                                                 const OptTensor& bern, const OptTensor& cont, Problem p) {
-    auto [losses, stats] = run_forward(real, fake, q, cat, bern, cont, p);
-    const int64_t m = p.m();
-    Tensor jsd = stats.select(0, kJsd), mi_bern = stats.select(0, kMiBern), mi_cont = stats.select(0, kMiCont);
-    Tensor mi_cat = stats.narrow(0, kMiCat0, m);
+    const ForwardValues v = run_forward(real, fake, q, cat, bern, cont, p);
+    // Separate tensors, not views of one stats vector: a view costs a dispatcher round trip.
+    auto scalar = [&](const double* x) { return values_tensor(x, 1, true, v.dtype); };
+    Tensor jsd = scalar(&v.stats[kJsd]), mi_bern = scalar(&v.stats[kMiBern]), mi_cont = scalar(&v.stats[kMiCont]);
+    Tensor mi_cat = values_tensor(v.stats.data() + kMiCat0, p.m(), false, v.dtype);
     ctx->set_materialize_grads(false);  // an unused loss costs no zero tensor: it counts as 0
     ctx->save_for_backward({real.value_or(Tensor()), fake.value_or(Tensor()), q, cat.value_or(Tensor()),
                             bern.value_or(Tensor()), cont.value_or(Tensor())});
     ctx->saved_data["problem"] = at::IValue::make_capsule(c10::make_intrusive<ProblemHolder>(std::move(p)));
     ctx->mark_non_differentiable({jsd, mi_cat, mi_bern, mi_cont});
-    return {losses[0], losses[1], losses[2], jsd, mi_cat, mi_bern, mi_cont};
+    return {scalar(&v.losses[0]), scalar(&v.losses[1]), scalar(&v.losses[2]), jsd, mi_cat, mi_bern, mi_cont};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
