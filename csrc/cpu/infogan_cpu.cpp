@@ -43,7 +43,9 @@ using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
 constexpr int64_t kLanes = 8;          // rows per tile: one AVX2 vector of floats
-constexpr int64_t kLaneMaxK = 64;      // categorical codes up to this K use the tile
+constexpr int64_t kLaneMaxK = 24;      // categorical codes up to this K use the tile (measured:
+                                       // benchmarks/cpu_layout.py)
+int64_t g_lane_max_k = kLaneMaxK;      // settable, for that measurement
 constexpr int64_t kChunkElems = 16384; // q elements per parallel chunk
 
 // ---- the problem: spec and options, mirrored from fastmi/problem.py ------------------
@@ -79,8 +81,8 @@ struct Layout {
     int64_t col = 0;
     for (int64_t k : p.cat_sizes) {
       cat_col.push_back(col);
-      cat_tile.push_back(k <= kLaneMaxK ? static_cast<int64_t>(tile_cols.size()) : -1);
-      if (k <= kLaneMaxK)
+      cat_tile.push_back(k <= g_lane_max_k ? static_cast<int64_t>(tile_cols.size()) : -1);
+      if (k <= g_lane_max_k)
         for (int64_t j = 0; j < k; ++j) tile_cols.push_back(col + j);
       col += k;
     }
@@ -251,31 +253,61 @@ ExpSum<V> lane_exp_sums(const V* x, int64_t K, V* ex) {
   return {mx, s};
 }
 
+// n <= kLanes contiguous values x[0..n) as a vector, converted to A; lanes past n get
+// `pad`. float (and double) rows are one vector load, bfloat16 a widening shift.
+template <typename V, typename T>
+V load_row(const T* x, int64_t n, typename Lane<V>::S pad) {
+  using S = typename Lane<V>::S;
+  V v;
+  if (n == kLanes) {
+    if constexpr (std::is_same_v<T, S>) {
+      memcpy(&v, x, sizeof v);
+      return v;
+    } else if constexpr (std::is_same_v<T, c10::BFloat16> && std::is_same_v<S, float>) {
+      typedef uint16_t u16xL __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+      u16xL raw;
+      memcpy(&raw, x, sizeof raw);
+      return reinterpret_cast<V>(__builtin_convertvector(raw, i32xL) << 16);
+    } else {
+      return load_lanes<V>(x, 1, kLanes);
+    }
+  }
+  v = Lane<V>::splat(pad);
+  for (int64_t r = 0; r < n; ++r) v[r] = static_cast<S>(x[r]);
+  return v;
+}
+
+// Stores lanes [0, n) of v to dst, converted to T.
+template <typename T, typename V>
+void store_row(T* dst, V v, int64_t n) {
+  if constexpr (std::is_same_v<T, typename Lane<V>::S>) {
+    if (n == kLanes) {
+      memcpy(dst, &v, sizeof v);
+      return;
+    }
+  }
+  for (int64_t r = 0; r < n; ++r) dst[r] = static_cast<T>(v[r]);
+}
+
 // The (max, sum) of one row's K logits, kLanes logits at a time; lanes past K read
 // -inf, whose exp is 0. When ex is given it receives exp(x - max) for j < K.
 template <typename T, typename A>
 std::pair<A, A> row_exp_sum(const T* x, int64_t K, A* ex) {
   using V = typename LaneOf<A>::V;
   const A neg_inf = -std::numeric_limits<A>::infinity();
-  auto chunk = [&](int64_t j0) {
-    V v = Lane<V>::splat(neg_inf);
-    const int64_t n = std::min(kLanes, K - j0);
-    for (int64_t r = 0; r < n; ++r) v[r] = static_cast<A>(x[j0 + r]);
-    return v;
-  };
   V vmx = Lane<V>::splat(neg_inf);
   for (int64_t j0 = 0; j0 < K; j0 += kLanes) {
-    const V v = chunk(j0);
+    const V v = load_row<V>(x + j0, std::min(kLanes, K - j0), neg_inf);
     vmx = v > vmx ? v : vmx;
   }
   A mx = vmx[0];
   for (int64_t r = 1; r < kLanes; ++r) mx = vmx[r] > mx ? vmx[r] : mx;
   V vs{};
   for (int64_t j0 = 0; j0 < K; j0 += kLanes) {
-    const V e = fm_exp(chunk(j0) - mx);
+    const int64_t n = std::min(kLanes, K - j0);
+    const V e = fm_exp(load_row<V>(x + j0, n, neg_inf) - mx);
     vs += e;
-    if (ex != nullptr)
-      for (int64_t r = 0; r < std::min(kLanes, K - j0); ++r) ex[j0 + r] = e[r];
+    if (ex != nullptr) store_row(ex + j0, e, n);
   }
   return {mx, hsum(vs)};
 }
@@ -440,8 +472,12 @@ void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay,
           const T* x = b.q + (r0 + r) * W + lay.cat_col[k];
           T* gx = grad_q + (r0 + r) * W + lay.cat_col[k];
           const A rs = A(1) / row_exp_sum<T, A>(x, K, row_ex).second;
-          for (int64_t j = 0; j < K; ++j) gx[j] = static_cast<T>(sc.cat * (row_ex[j] * rs));
-          gx[idx[r]] = static_cast<T>(sc.cat * (row_ex[idx[r]] * rs - A(1)));
+          for (int64_t j0 = 0; j0 < K; j0 += kLanes) {
+            const int64_t n = std::min(kLanes, K - j0);
+            V p = load_row<V>(row_ex + j0, n, A(0)) * rs;
+            if (idx[r] >= j0 && idx[r] < j0 + n) p[idx[r] - j0] -= A(1);   // - onehot, at A precision
+            store_row(gx + j0, p * sc.cat, n);
+          }
         }
       }
     }
@@ -761,4 +797,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("loss", &fastmi::loss, "eager forward with a C++ autograd node");
   m.def("set_poison_outputs", [](bool on) { fastmi::g_poison_outputs = on; },
         "fill new gradient buffers with NaN before the kernels write them (for tests)");
+  m.def("set_lane_max_k", [](int64_t k) { fastmi::g_lane_max_k = k; },
+        "categorical codes with K up to this use the row-lane layout, larger ones the in-row one");
 }
