@@ -148,7 +148,24 @@ struct Lane<double> {
   static FASTMI_FN double splat(double s) { return s; }
   static FASTMI_FN double exp(double x) { return ::exp(x); }
   static FASTMI_FN double log(double x) { return ::log(x); }
+#if defined(__CUDA_ARCH__)
+  // log1p(y) for y in [0, 1] (its one use here: y = exp(-|x|)), as log1p_poly corrects
+  // log(1 + y) for the rounding of 1 + y; CUDA's log1p divides, and the division's
+  // slow-path subroutine call cost the fp64 kernels registers. 1 / u for u in [1, 2]:
+  // the hardware estimate and two Newton steps.
+  static FASTMI_FN double log1p(double y) {
+    const double u = 1.0 + y;
+    double r;
+    asm("rcp.approx.ftz.f64 %0, %1;" : "=d"(r) : "d"(u));
+    double e = fma(-u, r, 1.0);
+    r = fma(r, e, r);
+    e = fma(-u, r, 1.0);
+    r = fma(r, e, r);
+    return ::log(u) - ((u - 1.0) - y) * r;
+  }
+#else
   static FASTMI_FN double log1p(double x) { return ::log1p(x); }
+#endif
 };
 
 template <typename V>
@@ -277,14 +294,23 @@ FASTMI_FN V fake_grad(V f, const GradScales<A>& s, bool minimax) {
 
 // ---- section 4: the outputs from the partial sums -----------------------------------
 
-// losses = {discriminator, generator, info}; stats = {jsd, mi_bern, mi_cont, mi_cat...}.
-// Br / Bf is 0 when real / fake logits are absent; Bf_codes is the number of Q rows.
+// The reciprocals finalize() scales by: 1 / max(Br, 1) and 1 / Bq.
 template <typename A>
-FASTMI_FN void finalize(const A* sums, const int64_t* cat_sizes, const LossParams<A>& p, int64_t Br,
-                        int64_t Bf, int64_t Bq, A* losses, A* stats) {
+struct RowScale {
+  A inv_real, inv_q;
+};
+
+// losses = {discriminator, generator, info}; stats = {jsd, mi_bern, mi_cont, mi_cat...}.
+// Br / Bf is 0 when real / fake logits are absent; Bq is the number of Q rows; log_size(k)
+// is log K_k and inv holds the row counts' reciprocals. The CUDA kernels pass both from
+// the host: on the device a division is a slow-path subroutine call, and a kernel that
+// calls one gets a register budget that made ptxas spill.
+template <typename A, typename LogSize>
+FASTMI_FN void finalize_scaled(const A* sums, LogSize log_size, const LossParams<A>& p, int64_t Br, int64_t Bf,
+                               int64_t Bq, RowScale<A> inv, A* losses, A* stats) {
   const A nan = A(NAN);
-  A rr = p.sum_reduction ? A(1) : A(1) / A(Br > 0 ? Br : 1);
-  A rq = p.sum_reduction ? A(1) : A(1) / A(Bq);
+  A rr = p.sum_reduction ? A(1) : inv.inv_real;
+  A rq = p.sum_reduction ? A(1) : inv.inv_q;
   A d_adv = Br > 0 ? (p.real_label * sums[kRealNeg] + (A(1) - p.real_label) * sums[kRealPos]) * rr : A(0);
   A g_adv = A(0);
   if (Bf > 0) {
@@ -298,14 +324,21 @@ FASTMI_FN void finalize(const A* sums, const int64_t* cat_sizes, const LossParam
   losses[1] = g_adv + info;
   losses[2] = info;
 
-  A inv_q = A(1) / A(Bq);
   stats[kJsd] = (Br > 0 && Bf > 0)
-                    ? A(kLog2) - A(0.5) * (sums[kRealNeg] / A(Br) + sums[kFakePos] * inv_q)
+                    ? A(kLog2) - A(0.5) * (sums[kRealNeg] * inv.inv_real + sums[kFakePos] * inv.inv_q)
                     : nan;
-  stats[kMiBern] = p.n_bernoulli > 0 ? A(p.n_bernoulli) * A(kLog2) - sums[kBern] * inv_q : nan;
-  stats[kMiCont] = p.n_continuous > 0 ? A(p.n_continuous) * p.prior_entropy - sums[kCont] * inv_q : nan;
-  for (int k = 0; k < p.n_categorical; ++k)
-    stats[kMiCat0 + k] = fm_log(A(cat_sizes[k])) - sums[kCat0 + k] * inv_q;
+  stats[kMiBern] = p.n_bernoulli > 0 ? A(p.n_bernoulli) * A(kLog2) - sums[kBern] * inv.inv_q : nan;
+  stats[kMiCont] = p.n_continuous > 0 ? A(p.n_continuous) * p.prior_entropy - sums[kCont] * inv.inv_q : nan;
+  for (int k = 0; k < p.n_categorical; ++k) stats[kMiCat0 + k] = log_size(k) - sums[kCat0 + k] * inv.inv_q;
+}
+
+// finalize_scaled with log K_k and the reciprocals computed here from the class and row
+// counts (cat_sizes: any integer array).
+template <typename A, typename Size>
+FASTMI_FN void finalize(const A* sums, const Size* cat_sizes, const LossParams<A>& p, int64_t Br, int64_t Bf,
+                        int64_t Bq, A* losses, A* stats) {
+  finalize_scaled(sums, [cat_sizes](int k) { return fm_log(A(cat_sizes[k])); }, p, Br, Bf, Bq,
+                  RowScale<A>{A(1) / A(Br > 0 ? Br : 1), A(1) / A(Bq)}, losses, stats);
 }
 
 }  // namespace fastmi
