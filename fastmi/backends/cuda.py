@@ -1,0 +1,173 @@
+"""The fused CUDA C++ backend (csrc/cuda): one launch forward, one launch backward.
+
+The forward computes every per-row term of ARCHITECTURE.md section 3, reduces them
+deterministically (per-block partial sums that the last block, found by an atomic
+ticket, adds in a fixed order) and writes the three losses and the stats vector
+
+    [jsd_bound, mi_bernoulli, mi_continuous, mi_categorical_1..m]
+
+to device memory; the backward recomputes softmax / sigmoid from the inputs, reads the
+three upstream grads from device memory and writes the gradients of section 5. Neither
+syncs with the host nor allocates by data, so both run inside CUDA graphs; both run
+under ``torch.compile(fullgraph=True)`` as the custom ops ``fastmi::cuda_forward`` and
+``fastmi::cuda_backward`` (fastmi/backends/fused_op.py). csrc/cuda/infogan_cuda.cu
+documents the layouts and the reduction.
+
+The kernels are compiled with ninja on first use, for the architecture of every visible
+GPU (``python -m fastmi.build --cuda`` builds them ahead of time). That needs a CUDA
+build of torch, a GPU of compute capability 7.0 or newer, and nvcc: from ``CUDA_HOME``
+(or ``CUDA_PATH``) when set, else the nvcc on ``PATH``, else /usr/local/cuda.
+:func:`is_available` names whichever is missing, and ``backend="auto"`` then picks
+another backend.
+
+:func:`emulation_extension` builds the same kernel source for the CPU
+(csrc/cuda/emulation.h runs each CUDA thread as a fiber), which is how the tests check
+the kernels without a GPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .fused_op import define_fused_ops
+from .native_build import SOURCE_DIR, build
+
+DEVICES = ("cuda",)
+
+# nvcc flags of every build. -prec-div=false: float division is div.full.f32 (within 2
+# ulp), with no slow-path subroutine; a kernel that calls one gets a register budget that
+# made ptxas spill. Every divisor in the kernels lies in [1, 2^40] (sigmoid's 1 + e^-|x|,
+# a softmax sum, a row count), where div.full.f32 is exact to 2 ulp.
+NVCC_FLAGS = ("-O3", "-std=c++17", "-prec-div=false")
+SOURCES = ("cuda/binding.cpp", "cuda/infogan_cuda.cu")
+KERNEL_SOURCE = SOURCE_DIR / "cuda" / "infogan_cuda.cu"
+
+_extension = None
+_build_error = None
+_emulated = None
+
+
+def find_cuda_home() -> Path:
+    """The CUDA toolkit to build with; raises RuntimeError naming what is missing.
+
+    Mirrors torch.utils.cpp_extension (CUDA_HOME, CUDA_PATH, the nvcc on PATH,
+    /usr/local/cuda) but also accepts an nvcc on PATH that is a wrapper script outside
+    the toolkit, by checking that the candidate holds bin/nvcc and include/cuda_runtime.h.
+    """
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        value = os.environ.get(var)
+        if value:
+            home = Path(value)
+            if not (home / "bin" / "nvcc").exists():
+                raise RuntimeError(f"nvcc (the CUDA compiler) was not found: {var}={value} has no bin/nvcc; "
+                                   f"point {var} at a CUDA toolkit or unset it")
+            return home
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc is not None:
+        candidates.append(Path(os.path.realpath(nvcc)).parent.parent)
+    candidates.append(Path("/usr/local/cuda"))
+    for home in candidates:
+        if (home / "bin" / "nvcc").exists() and (home / "include" / "cuda_runtime.h").exists():
+            return home
+    raise RuntimeError("nvcc (the CUDA compiler) was not found: set CUDA_HOME to a CUDA toolkit or put its "
+                       "bin/ on PATH (backend='triton' needs no compiler)")
+
+
+def _device_reason():
+    """Why no kernel can run here (torch without CUDA, no GPU, too old a GPU), or None."""
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) is built without CUDA"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible (torch.cuda.is_available() is False)"
+    for index in range(torch.cuda.device_count()):
+        major, minor = torch.cuda.get_device_capability(index)
+        if major < 7:
+            return (f"GPU {index} ({torch.cuda.get_device_name(index)}) has compute capability "
+                    f"{major}.{minor}; the kernels need 7.0 or newer")
+    return None
+
+
+def arch_flags() -> list:
+    """-gencode for the architecture of every visible GPU (sm_90 for an H100 / H200)."""
+    caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+    return [f"-gencode=arch=compute_{ma}{mi},code=sm_{ma}{mi}" for ma, mi in caps]
+
+
+def extension():
+    """The compiled extension, built with ninja on first use; raises RuntimeError with the
+    reason when there is no GPU, no nvcc, or the build fails."""
+    global _extension, _build_error
+    if _extension is not None:
+        return _extension
+    reason = _device_reason()
+    if reason is None and _build_error is None:
+        try:
+            home = find_cuda_home()
+        except RuntimeError as exc:
+            reason = str(exc)
+        else:
+            from torch.utils import cpp_extension
+
+            # torch guessed its CUDA_HOME at import, from PATH alone; build with this one
+            cpp_extension.CUDA_HOME = str(home)
+            try:
+                _extension = build("fastmi_cuda", list(SOURCES), what="the fused CUDA kernels", cflags=["-O3"],
+                                   cuda_cflags=[*NVCC_FLAGS, *arch_flags()])
+                return _extension
+            except Exception as exc:  # a compiler error: report it, let auto fall back
+                text = str(exc).strip()
+                _build_error = f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"
+    if reason is None:
+        reason = (f"the build failed ({_build_error}); run `FASTMI_VERBOSE_BUILD=1 python -m fastmi.build --cuda` "
+                  f"to see why")
+    raise RuntimeError(f"the fused CUDA kernels are unavailable: {reason}")
+
+
+def is_available():
+    try:
+        extension()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+def emulation_extension():
+    """The same kernels and binding compiled for the CPU (csrc/cuda/emulation.h), taking
+    CPU tensors: ``forward_op``, ``backward_op``, ``describe``, ``set_override`` and
+    ``ticket_total`` as in :func:`extension`. For tests; slow (a fiber per CUDA thread)."""
+    global _emulated
+    if _emulated is None:
+        _emulated = build("fastmi_cuda_emulated", ["cuda/binding.cpp", "cuda/emulated.cpp"],
+                          what="the CPU emulation of the CUDA kernels", cflags=emulation_cflags())
+    return _emulated
+
+
+def emulation_cflags(kernel_source: Path = KERNEL_SOURCE) -> list:
+    """Host-compiler flags of the emulation build. native_build's cache key hashes the
+    listed sources and every header; emulated.cpp includes the .cu, so the .cu's digest
+    goes into the key through a flag, and an edit to the kernels rebuilds."""
+    digest = hashlib.sha256(Path(kernel_source).read_bytes()).hexdigest()[:16]
+    return ["-O2", "-DFASTMI_CUDA_EMULATION", f"-DFASTMI_KERNEL_DIGEST={digest}"]
+
+
+def _forward(*args):
+    return tuple(extension().forward_op(*args))
+
+
+def _backward(*args):
+    return tuple(extension().backward_op(*args))
+
+
+ops = define_fused_ops("cuda", _forward, _backward)
+
+
+def loss(inputs, problem):
+    """``(discriminator, generator, info, MIStats)``: the eager autograd.Function, or the
+    custom op under torch.compile."""
+    return ops.loss(inputs, problem)

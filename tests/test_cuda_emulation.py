@@ -1,0 +1,292 @@
+"""The CUDA kernels themselves, run on the CPU by csrc/cuda/emulation.h, against the
+float64 reference: losses, stats and every gradient, for each layout (tile, warp,
+block), dtype, index dtype and option; plus the binding's checks, determinism, the
+ticket counter, invalid codes, and the custom-op wiring under torch.compile.
+
+The emulation runs each CUDA thread as a fiber in a shuffled order at every barrier, so
+a missing __syncthreads, a shuffle that not every lane reaches, or a read of unwritten
+shared memory (filled with NaN) fails here; what it cannot show (races between blocks,
+speed) is checked by benchmarks/gpu_check.sh on a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+import fastmi
+from fastmi.backends import cuda
+from fastmi.inputs import prepare_inputs
+from fastmi.problem import make_problem
+from helpers import assert_close, oracle, random_case, random_upstream
+
+TILE, WARP, BLOCK, AUTO = 0, 1, 2, -1
+MNIST = fastmi.LatentSpec(categorical=(10,), continuous=2)
+RICH = fastmi.LatentSpec(categorical=(3, 7), bernoulli=2, continuous=3, continuous_prior="normal", std=0.7)
+WIDE = fastmi.LatentSpec(categorical=(1000,), continuous=4)
+MULTI = fastmi.LatentSpec(categorical=(3, 70, 5), bernoulli=3, continuous=2)
+HUGE = fastmi.LatentSpec(categorical=(65536, 5), bernoulli=1, continuous=1)
+CONT_ONLY = fastmi.LatentSpec(categorical=(), continuous=3, std=1.3)
+BERN_ONLY = fastmi.LatentSpec(categorical=(), bernoulli=4, continuous=0)
+
+
+@pytest.fixture(scope="module")
+def ext():
+    try:
+        return cuda.emulation_extension()
+    except Exception as exc:  # no C++ compiler: nothing here can run
+        pytest.skip(f"the CPU emulation of the CUDA kernels does not build here: {exc}")
+
+
+@pytest.fixture(autouse=True)
+def _reset_override(ext):
+    yield
+    ext.set_override(AUTO, 0)
+
+
+def run(ext, spec, batch, *, dtype=torch.float32, layout=AUTO, max_blocks=0, seed=None, options=None,
+        upstream_mask=(True, True, True), misalign=False, **case_kwargs):
+    """Forward and backward through the emulated kernels; returns (case, upstream, outputs, grads)."""
+    options = options or {}
+    seed = batch if seed is None else seed
+    case = random_case(spec, batch, dtype=dtype, seed=seed, **case_kwargs)
+    if misalign:  # q at a 4-byte offset: the tiles take the scalar path
+        buf = torch.empty(case.q.numel() + 1, dtype=case.q.dtype)
+        buf[1:] = case.q.reshape(-1)
+        case = case._replace(q=buf[1:].view(case.q.shape))
+        assert case.q.data_ptr() % 16 != 0
+    upstream = random_upstream(seed)
+    problem = make_problem(spec, **options)
+    inputs = prepare_inputs(case.real, case.fake, case.q, case.codes, problem)
+    ext.set_override(layout, max_blocks)
+    d, g, i, stats = ext.forward_op(*inputs, *problem.kernel_args())
+    assert ext.ticket_total() == 0, "the last block must leave the ticket counter at 0"
+    acc = d.dtype
+    ups = [u.to(acc) if keep else None for u, keep in zip(upstream, upstream_mask)]
+    grads = ext.backward_op(*ups, *inputs, *problem.kernel_args())
+    outputs = {"discriminator": d, "generator": g, "info": i, "jsd_bound": stats[0], "mi_bernoulli": stats[1],
+               "mi_continuous": stats[2], "mi_categorical": stats[3:]}
+    used = tuple(u if keep else torch.zeros(()) for u, keep in zip(upstream, upstream_mask))
+    return case, used, outputs, dict(zip(("real_logits", "fake_logits", "q"), grads)), ext.describe(
+        *inputs, *problem.kernel_args())
+
+
+def check(ext, spec, batch, *, dtype=torch.float32, options=None, expect_layout=None, **kwargs):
+    case, upstream, outputs, grads, plan = run(ext, spec, batch, dtype=dtype, options=options, **kwargs)
+    if expect_layout is not None:
+        assert plan["forward"][0] == expect_layout and plan["backward"][0] == expect_layout, plan
+    want = oracle(case, spec, upstream, **(options or {}))
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    for name, value in want.outputs.items():
+        assert outputs[name].dtype == acc, f"output {name} dtype {outputs[name].dtype}"
+        assert_close(outputs[name], value, dtype, f"output {name}")
+    for name, value in want.grads.items():
+        got = grads[name]
+        if value is None:
+            assert got.numel() == 0, f"grad {name} of an absent input must be empty, got {tuple(got.shape)}"
+            continue
+        source = {"real_logits": case.real, "fake_logits": case.fake, "q": case.q}[name]
+        assert got.dtype == source.dtype and got.shape == source.shape, f"grad {name}"
+        assert_close(got, value, dtype, f"grad {name}")
+    return plan
+
+
+# ---- the layouts against the oracle ---------------------------------------------------------
+
+@pytest.mark.parametrize("batch", [1, 63, 257, 1100])
+@pytest.mark.parametrize("spec", [MNIST, RICH], ids=["mnist", "rich"])
+def test_tile_layout_matches_reference(ext, spec, batch):
+    check(ext, spec, batch, expect_layout="tile", confident=True)
+
+
+@pytest.mark.parametrize("spec", [MNIST, RICH, WIDE, MULTI], ids=["mnist", "rich", "wide", "multi"])
+def test_warp_layout_matches_reference(ext, spec):
+    check(ext, spec, 37, layout=WARP, expect_layout="warp", confident=True)
+
+
+@pytest.mark.parametrize("spec", [MNIST, RICH, WIDE, MULTI], ids=["mnist", "rich", "wide", "multi"])
+def test_block_layout_matches_reference(ext, spec):
+    check(ext, spec, 11, layout=BLOCK, expect_layout="block", confident=True)
+
+
+def test_auto_layouts_for_wide_rows(ext):
+    check(ext, WIDE, 40, expect_layout="warp")          # W = 1008: a warp per row
+    check(ext, HUGE, 5, expect_layout="block")          # K = 65536 and few rows: a block per row
+    check(ext, MULTI, 300, expect_layout="warp")        # W = 85 with few rows
+
+
+def test_huge_code_on_warp_layout(ext):
+    check(ext, HUGE, 3, layout=WARP, confident=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", [TILE, WARP, BLOCK], ids=["tile", "warp", "block"])
+def test_dtypes(ext, dtype, layout):
+    check(ext, RICH, 70 if layout != BLOCK else 9, dtype=dtype, layout=layout)
+
+
+@pytest.mark.parametrize("layout", [TILE, WARP], ids=["tile", "warp"])
+def test_int32_codes_and_real_batch_of_other_size(ext, layout):
+    check(ext, MULTI if layout == WARP else RICH, 50, layout=layout, real_batch=173, index_dtype=torch.int32)
+
+
+@pytest.mark.parametrize("which", ["no_real", "no_fake", "neither"])
+def test_absent_logits(ext, which):
+    kwargs = dict(with_real=which == "no_fake", with_fake=which == "no_real")
+    check(ext, MNIST, 90, **kwargs)
+    check(ext, WIDE, 7, layout=WARP, **kwargs)
+
+
+@pytest.mark.parametrize("spec", [CONT_ONLY, BERN_ONLY], ids=["continuous", "bernoulli"])
+def test_specs_without_categorical_codes(ext, spec):
+    check(ext, spec, 300)
+    check(ext, spec, 20, layout=WARP)
+
+
+@pytest.mark.parametrize("options", [
+    dict(generator_loss="minimax", reduction="sum"),
+    dict(real_label=0.9, lambda_cat=0.5, lambda_cont=2.0),
+], ids=["minimax-sum", "smoothing-lambdas"])
+def test_options(ext, options):
+    check(ext, RICH, 130, options=options)
+    check(ext, RICH, 13, layout=BLOCK, options=options)
+
+
+def test_absent_upstream_grads_count_as_zero(ext):
+    check(ext, RICH, 40, upstream_mask=(False, True, False))
+    check(ext, RICH, 40, upstream_mask=(False, False, False))
+
+
+def test_unaligned_q_takes_the_scalar_path(ext):
+    for dtype in (torch.float32, torch.bfloat16):
+        check(ext, MNIST, 300, dtype=dtype, misalign=True, expect_layout="tile")
+
+
+def test_grids_with_more_blocks_than_threads(ext, monkeypatch):
+    """The last block sums 300+ block columns: several per thread."""
+    monkeypatch.setenv("FASTMI_EMULATED_SMS", "200")
+    plan = check(ext, MNIST, 2600, layout=WARP)
+    assert plan["forward"][1] > 256, plan
+    plan = check(ext, MNIST, 5000, max_blocks=1)   # one block does every tile
+    assert plan["forward"][1] == 1, plan
+
+
+# ---- behaviour ----------------------------------------------------------------------------------
+
+def test_forward_is_deterministic_and_inputs_are_untouched(ext):
+    case = random_case(MULTI, 500, seed=3)
+    problem = make_problem(MULTI)
+    inputs = prepare_inputs(case.real, case.fake, case.q, case.codes, problem)
+    before = [None if t is None else t.clone() for t in inputs]
+    first = ext.forward_op(*inputs, *problem.kernel_args())
+    second = ext.forward_op(*inputs, *problem.kernel_args())
+    for a, b in zip(first, second):
+        assert torch.equal(a, b), "two forwards of one batch must agree bit for bit"
+    up = tuple(u.float() for u in random_upstream(3))
+    g1 = ext.backward_op(*up, *inputs, *problem.kernel_args())
+    g2 = ext.backward_op(*up, *inputs, *problem.kernel_args())
+    for a, b in zip(g1, g2):
+        assert torch.equal(a, b)
+    for a, b in zip(inputs, before):
+        assert (a is None and b is None) or torch.equal(a, b), "an input was written"
+
+
+@pytest.mark.parametrize("layout", [TILE, WARP, BLOCK], ids=["tile", "warp", "block"])
+def test_invalid_codes_make_nan_without_reading_out_of_bounds(ext, layout):
+    spec = RICH
+    case = random_case(spec, 20, seed=5)
+    cat = case.codes.categorical.clone()
+    cat[4, 1] = 7          # K = 7: one past the end
+    cat[9, 0] = -1000000   # far before the start
+    bern = case.codes.bernoulli.clone()
+    bern[2, 1] = 0.5
+    codes = case.codes._replace(categorical=cat, bernoulli=bern)
+    problem = make_problem(spec)
+    inputs = prepare_inputs(case.real, case.fake, case.q, codes, problem)
+    ext.set_override(layout, 0)
+    d, g, i, stats = ext.forward_op(*inputs, *problem.kernel_args())
+    assert torch.isnan(d) and torch.isnan(g) and torch.isnan(i)
+    assert torch.isnan(stats[3:]).all() and torch.isnan(stats[1]), stats      # mi_categorical, mi_bernoulli
+    assert torch.isfinite(stats[0]) and torch.isfinite(stats[2]), stats       # jsd, mi_continuous
+    up = tuple(u.float() for u in random_upstream(5))
+    _, _, grad_q = ext.backward_op(*up, *inputs, *problem.kernel_args())
+    bad = torch.zeros_like(grad_q, dtype=torch.bool)
+    bad[4, 3:10] = True    # row 4, code 1 (columns 3..9)
+    bad[9, 0:3] = True     # row 9, code 0
+    bad[2, 11] = True      # row 2, bernoulli code 1 (column 10 + 1)
+    assert torch.isnan(grad_q[bad]).all()
+    assert torch.isfinite(grad_q[~bad]).all()
+
+
+def test_binding_rejects_bad_inputs(ext):
+    case = random_case(MNIST, 8, seed=1)
+    problem = make_problem(MNIST)
+    inputs = prepare_inputs(case.real, case.fake, case.q, case.codes, problem)
+    args = problem.kernel_args()
+    with pytest.raises(ValueError, match=r"q must be a contiguous \[B >= 1, 14\]"):
+        ext.forward_op(inputs.real, inputs.fake, inputs.q[:, :13].contiguous(), *inputs[3:], *args)
+    with pytest.raises(ValueError, match="fake_logits must be a contiguous 1-D tensor of 8 rows"):
+        ext.forward_op(inputs.real, inputs.fake[:5], inputs.q, *inputs[3:], *args)
+    with pytest.raises(TypeError, match="codes.categorical must be int32 or int64"):
+        ext.forward_op(inputs.real, inputs.fake, inputs.q, inputs.categorical.float(), *inputs[4:], *args)
+    with pytest.raises(TypeError, match="real_logits must have q's dtype"):
+        ext.forward_op(inputs.real.double(), *inputs[1:], *args)
+    with pytest.raises(ValueError, match="codes.continuous is missing"):
+        ext.forward_op(*inputs[:5], None, *args)
+    many = [2] * (ext.MAX_CATEGORICAL + 1)
+    with pytest.raises(ValueError, match="at most 128 categorical codes"):
+        ext.forward_op(inputs.real, inputs.fake, torch.zeros(8, 2 * len(many) + 4), torch.zeros(8, len(many),
+                       dtype=torch.long), None, inputs.continuous, many, *args[1:])
+    with pytest.raises(ValueError, match="must hold one element"):
+        ext.backward_op(torch.ones(2), None, None, *inputs, *args)
+
+
+# ---- autograd and torch.compile through define_fused_ops ---------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def emulated_ops():
+    """The emulated kernels behind the same define_fused_ops wiring as backend='cuda'."""
+    from fastmi.backends.fused_op import define_fused_ops
+
+    ext = cuda.emulation_extension()
+    return define_fused_ops("cuda_emulated_test", lambda *a: tuple(ext.forward_op(*a)),
+                            lambda *a: tuple(ext.backward_op(*a)))
+
+
+def _loss_and_grads(fn, case, spec, upstream):
+    leaves = [None if t is None else t.detach().clone().requires_grad_(True) for t in case[:3]]
+    d, g, i, stats = fn(leaves, case.codes)
+    torch.autograd.backward([d, g, i], list(upstream))
+    return (d.detach(), g.detach(), i.detach(), stats.jsd_bound), [None if t is None else t.grad for t in leaves]
+
+
+def test_eager_autograd_function_and_torch_compile(ext):
+    spec = RICH
+    ops = emulated_ops()
+    problem = make_problem(spec)
+    case = random_case(spec, 33, seed=11)
+    upstream = tuple(u.float() for u in random_upstream(11))
+
+    def loss(leaves, codes):
+        inputs = prepare_inputs(leaves[0], leaves[1], leaves[2], codes, problem)
+        return ops.loss(inputs, problem)
+
+    want = oracle(case, spec, upstream)
+    for fn in (loss, torch.compile(loss, fullgraph=True, backend="aot_eager")):
+        outs, grads = _loss_and_grads(fn, case, spec, upstream)
+        for got, name in zip(outs, ("discriminator", "generator", "info", "jsd_bound")):
+            assert_close(got, want.outputs[name], torch.float32, name)
+        for got, name in zip(grads, ("real_logits", "fake_logits", "q")):
+            assert_close(got, want.grads[name], torch.float32, f"grad {name}")
+
+
+def test_emulation_build_key_follows_the_kernel_source(tmp_path):
+    """emulated.cpp includes infogan_cuda.cu without listing it: its digest keys the build."""
+    a, b = tmp_path / "a.cu", tmp_path / "b.cu"
+    a.write_text("__global__ void k() {}\n")
+    b.write_text("__global__ void k() { }\n")
+    assert cuda.emulation_cflags(a) != cuda.emulation_cflags(b)
+    assert cuda.emulation_cflags(a) == cuda.emulation_cflags(a)
+    assert "-DFASTMI_CUDA_EMULATION" in cuda.emulation_cflags()
