@@ -34,8 +34,8 @@ BLOCK_REAL = 1024        # real logits per block
 MAX_PROGRAMS = 1024      # the most forward programs (= rows of the partial-sums workspace)
 BLOCK_PARTIALS = 64      # partial-sum rows the last forward program adds per step
 NUM_WARPS = 4            # warps per program, forward and backward
-NUM_WARPS_SMALL = 2      # warps per program when a tile holds at most SMALL_TILE elements
-SMALL_TILE = 512
+NUM_WARPS_SMALL = 4      # warps per program when a tile holds at most SMALL_TILE elements; 2 made
+SMALL_TILE = 512         # ptxas 12.8 spill 8 B in one [128, 2]-tile backward (tests/test_triton_aot.py)
 
 # The partial sums, in this order (csrc/common/infogan_math.h uses the same indices).
 SUM_REAL_NEG, SUM_REAL_POS, SUM_FAKE_POS, SUM_FAKE_NEG, SUM_BERN, SUM_CONT = range(6)

@@ -106,8 +106,8 @@ def infogan_backward_kernel(
             offs = pid * BLOCK_REAL + tl.arange(0, BLOCK_REAL)
             ok = offs < n_real
             r = to_acc(tl.load(real_ptr + offs, mask=ok, other=0.0), FP64)
-            g = real_grad(r, g_disc * r_real, real_label)
-            tl.store(grad_real_ptr + offs, g.to(grad_real_ptr.dtype.element_ty), mask=ok)
+            g_real = real_grad(r, g_disc * r_real, real_label)
+            tl.store(grad_real_ptr + offs, g_real.to(grad_real_ptr.dtype.element_ty), mask=ok)
 
     if pid * ROWS < n_rows:
         rows = pid * ROWS + tl.arange(0, ROWS)
@@ -117,8 +117,8 @@ def infogan_backward_kernel(
         g_rows = grad_q_ptr + rows64 * W
         if HAS_FAKE:
             f = to_acc(tl.load(fake_ptr + rows, mask=row_ok, other=0.0), FP64)
-            g = fake_grad(f, g_disc * r_q, g_gen * r_q, MINIMAX)
-            tl.store(grad_fake_ptr + rows, g.to(grad_fake_ptr.dtype.element_ty), mask=row_ok)
+            g_fake = fake_grad(f, g_disc * r_q, g_gen * r_q, MINIMAX)
+            tl.store(grad_fake_ptr + rows, g_fake.to(grad_fake_ptr.dtype.element_ty), mask=row_ok)
         scale_cat = g_all * lambda_cat * r_q
         for k in tl.static_range(len(CAT_SIZES)):
             _categorical_grad(q_rows, g_rows, cat_ptr + rows64 * len(CAT_SIZES) + k, row_ok, scale_cat,
@@ -126,27 +126,29 @@ def infogan_backward_kernel(
         if N_BERN > 0:
             for start in range(0, N_BERN, BLOCK_BERN):
                 cb = start + tl.arange(0, BLOCK_BERN)
-                mask = row_ok[:, None] & (cb[None, :] < N_BERN)
+                b_mask = row_ok[:, None] & (cb[None, :] < N_BERN)
                 cols = (BERN_OFFSET + cb)[None, :]
-                v = to_acc(tl.load(q_rows[:, None] + cols, mask=mask, other=0.0), FP64)
-                c = to_acc(tl.load(bern_ptr + rows64[:, None] * N_BERN + cb[None, :], mask=mask, other=0.0), FP64)
-                g = bernoulli_grad(v, c) * scale_cat
-                tl.store(g_rows[:, None] + cols, g.to(grad_q_ptr.dtype.element_ty), mask=mask)
+                v = to_acc(tl.load(q_rows[:, None] + cols, mask=b_mask, other=0.0), FP64)
+                b = to_acc(tl.load(bern_ptr + rows64[:, None] * N_BERN + cb[None, :], mask=b_mask, other=0.0), FP64)
+                g_bern = bernoulli_grad(v, b) * scale_cat
+                tl.store(g_rows[:, None] + cols, g_bern.to(grad_q_ptr.dtype.element_ty), mask=b_mask)
         if N_CONT > 0:
             scale_cont = g_all * lambda_cont * r_q
             for start in range(0, N_CONT, BLOCK_CONT):
                 cd = start + tl.arange(0, BLOCK_CONT)
-                mask = row_ok[:, None] & (cd[None, :] < N_CONT)
+                d_mask = row_ok[:, None] & (cd[None, :] < N_CONT)
                 mu_cols = (MU_OFFSET + cd)[None, :]
-                mu = to_acc(tl.load(q_rows[:, None] + mu_cols, mask=mask, other=0.0), FP64)
-                c = to_acc(tl.load(cont_ptr + rows64[:, None] * N_CONT + cd[None, :], mask=mask, other=0.0), FP64)
+                mu = to_acc(tl.load(q_rows[:, None] + mu_cols, mask=d_mask, other=0.0), FP64)
+                code = to_acc(tl.load(cont_ptr + rows64[:, None] * N_CONT + cd[None, :], mask=d_mask, other=0.0),
+                              FP64)
                 if LEARNED_STD:
-                    s = to_acc(tl.load(q_rows[:, None] + mu_cols + N_CONT, mask=mask, other=0.0), FP64)
-                    inv_var = tl.exp(-s)
+                    logvar = to_acc(tl.load(q_rows[:, None] + mu_cols + N_CONT, mask=d_mask, other=0.0), FP64)
+                    inv_var = tl.exp(-logvar)
                 else:
                     inv_var = tl.exp(-fixed_logvar)
-                g_mu, g_s = gaussian_grads(mu, inv_var, c)
-                tl.store(g_rows[:, None] + mu_cols, (g_mu * scale_cont).to(grad_q_ptr.dtype.element_ty), mask=mask)
+                g_mu, g_s = gaussian_grads(mu, inv_var, code)
+                tl.store(g_rows[:, None] + mu_cols, (g_mu * scale_cont).to(grad_q_ptr.dtype.element_ty),
+                         mask=d_mask)
                 if LEARNED_STD:
                     tl.store(g_rows[:, None] + mu_cols + N_CONT, (g_s * scale_cont).to(grad_q_ptr.dtype.element_ty),
-                             mask=mask)
+                             mask=d_mask)

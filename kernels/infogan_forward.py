@@ -89,9 +89,9 @@ def infogan_forward_kernel(
             offs = (pid + it * n_programs) * BLOCK_REAL + tl.arange(0, BLOCK_REAL)
             ok = offs < n_real
             r = to_acc(tl.load(real_ptr + offs, mask=ok, other=0.0), FP64)
-            sp_pos, sp_neg = softplus_pair(r)
-            sums = put(sums, sidx, 0, tl.sum(tl.where(ok, sp_neg, 0.0), axis=0))
-            sums = put(sums, sidx, 1, tl.sum(tl.where(ok, sp_pos, 0.0), axis=0))
+            r_pos, r_neg = softplus_pair(r)
+            sums = put(sums, sidx, 0, tl.sum(tl.where(ok, r_neg, 0.0), axis=0))
+            sums = put(sums, sidx, 1, tl.sum(tl.where(ok, r_pos, 0.0), axis=0))
             it += 1
 
     it = 0
@@ -102,9 +102,9 @@ def infogan_forward_kernel(
         q_rows = q_ptr + rows64 * W
         if HAS_FAKE:
             f = to_acc(tl.load(fake_ptr + rows, mask=row_ok, other=0.0), FP64)
-            sp_pos, sp_neg = softplus_pair(f)
-            sums = put(sums, sidx, 2, tl.sum(tl.where(row_ok, sp_pos, 0.0), axis=0))
-            sums = put(sums, sidx, 3, tl.sum(tl.where(row_ok, sp_neg, 0.0), axis=0))
+            f_pos, f_neg = softplus_pair(f)
+            sums = put(sums, sidx, 2, tl.sum(tl.where(row_ok, f_pos, 0.0), axis=0))
+            sums = put(sums, sidx, 3, tl.sum(tl.where(row_ok, f_neg, 0.0), axis=0))
         for k in tl.static_range(len(CAT_SIZES)):
             e = _categorical_nll(q_rows, cat_ptr + rows64 * len(CAT_SIZES) + k, row_ok, CAT_OFFSETS[k],
                                  CAT_SIZES[k], CAT_BLOCKS[k], FP64)
@@ -112,24 +112,25 @@ def infogan_forward_kernel(
         if N_BERN > 0:
             for start in range(0, N_BERN, BLOCK_BERN):
                 cb = start + tl.arange(0, BLOCK_BERN)
-                mask = row_ok[:, None] & (cb[None, :] < N_BERN)
-                v = to_acc(tl.load(q_rows[:, None] + (BERN_OFFSET + cb)[None, :], mask=mask, other=0.0), FP64)
-                c = to_acc(tl.load(bern_ptr + rows64[:, None] * N_BERN + cb[None, :], mask=mask, other=0.0), FP64)
-                u = bernoulli_nll(v, c)
-                sums = put(sums, sidx, 4, tl.sum(tl.where(mask, u, 0.0)))
+                b_mask = row_ok[:, None] & (cb[None, :] < N_BERN)
+                v = to_acc(tl.load(q_rows[:, None] + (BERN_OFFSET + cb)[None, :], mask=b_mask, other=0.0), FP64)
+                b = to_acc(tl.load(bern_ptr + rows64[:, None] * N_BERN + cb[None, :], mask=b_mask, other=0.0), FP64)
+                u = bernoulli_nll(v, b)
+                sums = put(sums, sidx, 4, tl.sum(tl.where(b_mask, u, 0.0)))
         if N_CONT > 0:
             for start in range(0, N_CONT, BLOCK_CONT):
                 cd = start + tl.arange(0, BLOCK_CONT)
-                mask = row_ok[:, None] & (cd[None, :] < N_CONT)
-                mu = to_acc(tl.load(q_rows[:, None] + (MU_OFFSET + cd)[None, :], mask=mask, other=0.0), FP64)
-                c = to_acc(tl.load(cont_ptr + rows64[:, None] * N_CONT + cd[None, :], mask=mask, other=0.0), FP64)
+                d_mask = row_ok[:, None] & (cd[None, :] < N_CONT)
+                mu = to_acc(tl.load(q_rows[:, None] + (MU_OFFSET + cd)[None, :], mask=d_mask, other=0.0), FP64)
+                code = to_acc(tl.load(cont_ptr + rows64[:, None] * N_CONT + cd[None, :], mask=d_mask, other=0.0),
+                              FP64)
                 if LEARNED_STD:
-                    s = to_acc(tl.load(q_rows[:, None] + (MU_OFFSET + N_CONT + cd)[None, :], mask=mask, other=0.0),
-                               FP64)
-                    h = gaussian_nll(mu, s, tl.exp(-s), c)
+                    logvar = to_acc(tl.load(q_rows[:, None] + (MU_OFFSET + N_CONT + cd)[None, :], mask=d_mask,
+                                            other=0.0), FP64)
+                    h = gaussian_nll(mu, logvar, tl.exp(-logvar), code)
                 else:
-                    h = gaussian_nll(mu, fixed_logvar, tl.exp(-fixed_logvar), c)
-                sums = put(sums, sidx, 5, tl.sum(tl.where(mask, h, 0.0)))
+                    h = gaussian_nll(mu, fixed_logvar, tl.exp(-fixed_logvar), code)
+                sums = put(sums, sidx, 5, tl.sum(tl.where(d_mask, h, 0.0)))
         it += 1
 
     if SINGLE_PROGRAM:

@@ -170,6 +170,20 @@ class _DeviceGuard:
             torch.cuda.set_device(self.previous)
 
 
+_poison = False
+
+
+def set_poison_outputs(on: bool) -> None:
+    """Tests: fill every output with NaN before the launch, so an element a kernel forgets
+    to write fails a comparison instead of passing by luck (costs a fill per output)."""
+    global _poison
+    _poison = bool(on)
+
+
+def _fresh(t: Tensor) -> Tensor:
+    return t.fill_(float("nan")) if _poison else t
+
+
 # ---- the two op implementations (their annotations are the op schemas) ---------------------
 
 def forward(real: Optional[Tensor], fake: Optional[Tensor], q: Tensor, categorical: Optional[Tensor],
@@ -185,10 +199,10 @@ def forward(real: Optional[Tensor], fake: Optional[Tensor], q: Tensor, categoric
                                      prior_entropy, lambda_cat, lambda_cont, minimax, real_label, sum_reduction))
     layout = launch.layout
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-    disc = torch.empty((), dtype=acc, device=q.device)
-    gen = torch.empty((), dtype=acc, device=q.device)
-    info = torch.empty((), dtype=acc, device=q.device)
-    stats = torch.empty((config.STATS_FIXED + len(cat_sizes),), dtype=acc, device=q.device)
+    disc = _fresh(torch.empty((), dtype=acc, device=q.device))
+    gen = _fresh(torch.empty((), dtype=acc, device=q.device))
+    info = _fresh(torch.empty((), dtype=acc, device=q.device))
+    stats = _fresh(torch.empty((config.STATS_FIXED + len(cat_sizes),), dtype=acc, device=q.device))
     traced = _tracing(q)
     if launch.single:
         partials = counter = stats  # never touched by a single program
@@ -221,9 +235,9 @@ def backward(grad_discriminator: Optional[Tensor], grad_generator: Optional[Tens
     n_rows, n_real = int(q.shape[0]), 0 if real is None else int(real.shape[0])
     launch = _launch(n_rows, n_real, q, fake, (cat_sizes, n_bernoulli, n_continuous, learned_std, fixed_logvar,
                                      prior_entropy, lambda_cat, lambda_cont, minimax, real_label, sum_reduction))
-    grad_real = torch.empty_like(real) if real is not None else q.new_empty((0,))
-    grad_fake = torch.empty_like(fake) if fake is not None else q.new_empty((0,))
-    grad_q = torch.empty_like(q)
+    grad_real = _fresh(torch.empty_like(real)) if real is not None else q.new_empty((0,))
+    grad_fake = _fresh(torch.empty_like(fake)) if fake is not None else q.new_empty((0,))
+    grad_q = _fresh(torch.empty_like(q))
     traced = _tracing(q)
     with _DeviceGuard(q):
         _kernel(infogan_backward_kernel, traced)[launch.backward_grid](

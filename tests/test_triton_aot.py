@@ -1,0 +1,211 @@
+"""Every Triton kernel specialization the tests use compiles for sm_90 (H100/H200) ahead
+of time, on this GPU-less machine, without a register spill.
+
+The specializations are the launches of the interpreted test matrix
+(tests/test_triton_interpreter.py CASES): each case's forward and backward are run
+through fastmi/backends/triton.py with the kernels swapped for recorders, so the
+arguments are exactly those the backend passes. Each recorded launch is specialized as
+``JITFunction.run`` does on a GPU (triton's own binder: pointer dtypes, int and
+alignment specialization, constexprs, launch options) and compiled with
+``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))``. The spill count
+comes from running the bundled ptxas with ``-v`` on the PTX (CompiledKernel.n_spills
+needs a loaded kernel, i.e. a GPU).
+
+This module also traces the GPU registration (``torch.library.triton_op``) under
+torch.compile: the graph must hold the two kernels, with no graph break.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+if os.environ.get("TRITON_INTERPRET") == "1":  # kernels decorated for the interpreter cannot compile
+    pytest.skip("ahead-of-time compilation needs TRITON_INTERPRET unset", allow_module_level=True)
+
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import make_backend  # noqa: E402
+from triton.runtime.jit import create_function_from_signature  # noqa: E402
+
+import fastmi  # noqa: E402
+from fastmi.backends import fused_op  # noqa: E402
+from fastmi.backends import triton as triton_backend  # noqa: E402
+from fastmi.inputs import prepare_inputs  # noqa: E402
+from fastmi.kernels.infogan_backward import infogan_backward_kernel  # noqa: E402
+from fastmi.kernels.infogan_forward import infogan_forward_kernel  # noqa: E402
+from fastmi.problem import make_problem  # noqa: E402
+from helpers import random_case  # noqa: E402
+from test_triton_interpreter import CASES  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+KERNELS = {"forward": infogan_forward_kernel, "backward": infogan_backward_kernel}
+
+
+class _Recorder:
+    """Stands in for a kernel: ``kernel[grid](*args, **kwargs)`` records the launch."""
+
+    def __init__(self, name, launches):
+        self.name, self.launches = name, launches
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launches.append((self.name, args, kwargs))
+        return launch
+
+
+def _recorded_launches() -> list:
+    launches = []
+    saved = dict(triton_backend.__dict__)
+    triton_backend.infogan_forward_kernel = _Recorder("forward", launches)
+    triton_backend.infogan_backward_kernel = _Recorder("backward", launches)
+    try:
+        for case in CASES:
+            c = random_case(case.spec, case.batch, dtype=case.dtype, seed=case.batch, **case.kwargs)
+            problem = make_problem(case.spec, **case.options)
+            inputs = prepare_inputs(c.real, c.fake, c.q, c.codes, problem)
+            args = problem.kernel_args()
+            triton_backend.forward(*inputs, *args)
+            upstream = [torch.ones((), dtype=torch.float64 if case.dtype == torch.float64 else torch.float32)] * 3
+            triton_backend.backward(*upstream, *inputs, *args)
+            triton_backend.backward(None, upstream[1], None, *inputs, *args)  # absent upstream grads
+    finally:
+        triton_backend.infogan_forward_kernel = saved["infogan_forward_kernel"]
+        triton_backend.infogan_backward_kernel = saved["infogan_backward_kernel"]
+    return launches
+
+
+def _specializations() -> dict:
+    """{key: (kernel name, signature, constexprs, attrs, options)}, one per distinct compile."""
+    backend = make_backend(TARGET)
+    found = {}
+    for name, args, kwargs in _recorded_launches():
+        kernel = KERNELS[name]
+        binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+        bound, specialization, options = binder(*args, **kwargs)
+        # as JITFunction._pack_args does before compiling
+        options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, specialization, options)
+        key = (name, tuple(signature.items()), tuple(sorted((k, repr(v)) for k, v in constexprs.items())),
+               repr(sorted(attrs.items())), options.num_warps)
+        found.setdefault(key, (name, signature, constexprs, attrs, options))
+    return found
+
+
+SPECIALIZATIONS = _specializations()
+
+
+def _ptxas_report(ptx: str) -> tuple:
+    """(registers, spill store bytes, spill load bytes) from ``ptxas -v`` for sm_90a."""
+    ptxas = triton.knobs.nvidia.ptxas.path
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "kernel.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        run = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", src, "-o", os.path.join(tmp, "kernel.cubin")],
+                             capture_output=True, text=True, check=True)
+    log = run.stderr + run.stdout
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    regs = re.search(r"Used (\d+) registers", log)
+    assert spills and regs, log
+    return int(regs.group(1)), int(spills.group(1)), int(spills.group(2))
+
+
+def _describe(name, signature, constexprs, options) -> str:
+    arg_names = list(signature)
+    named = {arg_names[path[0]]: value for path, value in constexprs.items()}
+    keys = ("FP64", "ROWS", "CAT_SIZES", "CAT_BLOCKS", "N_BERN", "N_CONT", "LEARNED_STD", "HAS_REAL", "HAS_FAKE",
+            "SINGLE_PROGRAM")
+    dtype = signature["q_ptr"]
+    return f"{name} q={dtype} warps={options.num_warps} " + " ".join(f"{k}={named.get(k)}" for k in keys)
+
+
+def test_the_matrix_covers_every_dtype_and_layout():
+    """The compiled set holds each input dtype, small- and large-W layouts, the chunked-K
+    path, single- and multi-program forwards, int32 and int64 codes."""
+    seen = set()
+    for name, signature, constexprs, attrs, options in SPECIALIZATIONS.values():
+        arg_names = list(signature)
+        named = {arg_names[path[0]]: value for path, value in constexprs.items()}
+        seen.add((name, signature["q_ptr"]))
+        seen.add((name, "cat", signature["cat_ptr"]))
+        if named["ROWS"] >= 64:
+            seen.add((name, "small-W"))
+        if named["ROWS"] == 1:
+            seen.add((name, "large-W"))
+        if any(b < k for b, k in zip(named["CAT_BLOCKS"], named["CAT_SIZES"])):
+            seen.add((name, "chunked"))
+        if name == "forward":
+            seen.add((name, "single" if named["SINGLE_PROGRAM"] else "multi"))
+    for name in KERNELS:
+        for dtype in ("*fp32", "*bf16", "*fp16", "*fp64"):
+            assert (name, dtype) in seen, (name, dtype)
+        for kind in ("small-W", "large-W", "chunked"):
+            assert (name, kind) in seen, (name, kind)
+        for codes in ("*i32", "*i64"):
+            assert (name, "cat", codes) in seen
+    assert ("forward", "single") in seen and ("forward", "multi") in seen
+
+
+@pytest.mark.parametrize("key", list(SPECIALIZATIONS), ids=[f"{k[0]}-{i}" for i, k in enumerate(SPECIALIZATIONS)])
+def test_compiles_for_sm90_without_spills(key):
+    name, signature, constexprs, attrs, options = SPECIALIZATIONS[key]
+    src = triton.compiler.ASTSource(fn=KERNELS[name], signature=signature, constexprs=constexprs, attrs=attrs)
+    compiled = triton.compile(src, target=TARGET, options=options.__dict__)
+    assert compiled.metadata.target == TARGET
+    assert compiled.asm["cubin"], "no cubin"
+    regs, spill_stores, spill_loads = _ptxas_report(compiled.asm["ptx"])
+    what = _describe(name, signature, constexprs, options)
+    print(f"{what}: {regs} registers, shared {compiled.metadata.shared} B")
+    assert (spill_stores, spill_loads) == (0, 0), f"{what}: spills {spill_stores} B stored, {spill_loads} B loaded"
+
+
+def test_op_schemas_match_fused_op():
+    """triton_op infers the schemas from the annotations of forward/backward (it ignores
+    ``schema=``): they must be the ones fused_op.py defines, up to int -> SymInt, which
+    is how torch.library infers a Python int."""
+    for op, name, schema in ((triton_backend.ops.forward, "triton_forward", fused_op.FORWARD_SCHEMA),
+                             (triton_backend.ops.backward, "triton_backward", fused_op.BACKWARD_SCHEMA)):
+        inferred = str(op._opoverload._schema).replace("SymInt", "int")
+        assert inferred == f"fastmi::{name}{schema}"
+
+
+def test_compile_traces_the_kernels_without_graph_break(monkeypatch):
+    """torch.compile(fullgraph=True) of a loss and its backward with the GPU registration
+    (triton_op): AOTAutograd decomposes the ops into triton_kernel_wrapper_functional
+    calls of the two kernels. Only tracing runs here (no GPU): the captured graphs are checked."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    monkeypatch.setattr(torch._functorch.config, "force_non_lazy_backward_lowering", True)
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm.code)
+        return make_boxed_func(gm.forward)
+
+    spec = fastmi.LatentSpec(categorical=(10,), continuous=2)
+    case = random_case(spec, 300, seed=1)  # > 256 rows: the multi-program forward
+    problem = make_problem(spec)
+
+    def step(real, fake, q):
+        inputs = prepare_inputs(real, fake, q, case.codes, problem)
+        d, g, i, stats = triton_backend.loss(inputs, problem)
+        return d + g + i, stats.mi_continuous
+
+    compiled = torch.compile(step, fullgraph=True, backend=aot_autograd(fw_compiler=capture, bw_compiler=capture))
+    leaves = [t.detach().clone().requires_grad_(True) for t in case[:3]]
+    with pytest.raises(Exception, match="driver|GPU|cuda|CUDA"):  # tracing done; running needs a GPU
+        compiled(*leaves)
+    assert len(graphs) == 2, graphs
+    forward_graph, backward_graph = graphs
+    assert "triton_kernel_wrapper_functional" in forward_graph and "triton_kernel_wrapper_functional" in backward_graph
+    assert forward_graph.count("triton_kernel_wrapper_functional(") == 1
+    assert backward_graph.count("triton_kernel_wrapper_functional(") == 1
+    # the multi-program forward's ticket counter is a zeros in the graph, not a module tensor
+    assert "_tensor_constant" not in forward_graph and "zeros" in forward_graph
