@@ -165,6 +165,17 @@ def test_compiles_for_sm90_without_spills(key):
     assert (spill_stores, spill_loads) == (0, 0), f"{what}: spills {spill_stores} B stored, {spill_loads} B loaded"
 
 
+def test_constexprs_are_the_last_parameters_in_order():
+    """The cached-runner launch (fastmi/backends/triton.py _run) appends the constexpr
+    values to the runtime arguments: they must be exactly the kernel's trailing parameters."""
+    for name, args, kwargs in _recorded_launches():
+        kernel = KERNELS[name]
+        constexprs = [k for k in kwargs if k != "num_warps"]
+        assert constexprs == kernel.arg_names[len(args):], name
+        assert all(p.is_constexpr for p in kernel.params[len(args):])
+        assert not any(p.is_constexpr for p in kernel.params[:len(args)])
+
+
 def test_op_schemas_match_fused_op():
     """triton_op infers the schemas from the annotations of forward/backward (it ignores
     ``schema=``): they must be the ones fused_op.py defines, up to int -> SymInt, which

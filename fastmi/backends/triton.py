@@ -14,7 +14,10 @@ Registration: :func:`fastmi.backends.fused_op.define_fused_ops` makes the ops
 ``torch.library.triton_op`` ops, so torch.compile sees through them to the kernels
 (launched with ``wrap_triton``); under the interpreter they are opaque custom ops,
 because ``wrap_triton`` cannot trace an interpreted kernel. Eager calls go through the
-autograd.Function of define_fused_ops and launch the kernels directly.
+autograd.Function of define_fused_ops and launch the kernels directly; after a
+specialization's first launch they go through its cached CompiledKernel runner, which
+skips triton's per-launch argument binding (see ``_run``; FASTMI_TRITON_FAST_LAUNCH=0
+turns that off).
 
 Invalid codes: a categorical index outside [0, K) or a bernoulli value other than 0/1
 makes the losses (and that element's gradient) NaN; the kernels never read memory at
@@ -76,7 +79,10 @@ def _split(x: float) -> tuple:
 
 
 class _Launch:
-    __slots__ = ("layout", "grid", "backward_grid", "single", "trip_counts", "forward_scalars", "backward_scalars", "constexprs")
+    """Everything about the two launches that depends only on the shapes and the problem."""
+
+    __slots__ = ("layout", "grid", "backward_grid", "single", "trip_counts", "forward_scalars", "backward_scalars",
+                 "forward_constexprs", "backward_constexprs", "runners")
 
     def __init__(self, n_rows, n_real, cat_sizes, n_bernoulli, n_continuous, learned_std, fixed_logvar,
                  prior_entropy, lambda_cat, lambda_cont, minimax, real_label, sum_reduction, fp64, has_real,
@@ -94,13 +100,20 @@ class _Launch:
         self.forward_scalars = (*fl, *pe, *lc, *lo, *rl)
         self.backward_scalars = (*fl, *lc, *lo, *rl)
         width = sum(cat_sizes) + n_bernoulli + n_continuous * (2 if learned_std else 1)
-        self.constexprs = dict(
+        shared = dict(
             W=width, CAT_SIZES=cat_sizes, CAT_OFFSETS=config.cat_offsets(cat_sizes), CAT_BLOCKS=layout.cat_blocks,
             N_BERN=n_bernoulli, BERN_OFFSET=sum(cat_sizes), BLOCK_BERN=layout.block_bern,
             N_CONT=n_continuous, MU_OFFSET=sum(cat_sizes) + n_bernoulli, BLOCK_CONT=layout.block_cont,
             LEARNED_STD=learned_std, HAS_REAL=has_real, HAS_FAKE=has_fake, MINIMAX=minimax,
             SUM_REDUCTION=sum_reduction, FP64=fp64, ROWS=layout.rows, BLOCK_REAL=layout.block_real,
         )
+        self.forward_constexprs = dict(shared, N_SUMS=layout.n_sums, N_STATS=layout.n_stats,
+                                       SINGLE_PROGRAM=self.single, BLOCK_PARTIALS=config.BLOCK_PARTIALS)
+        self.backward_constexprs = {  # one per combination of present upstream grads
+            flags: dict(shared, HAS_GRAD_DISC=flags[0], HAS_GRAD_GEN=flags[1], HAS_GRAD_INFO=flags[2])
+            for flags in ((a, b, c) for a in (False, True) for b in (False, True) for c in (False, True))
+        }
+        self.runners = {}  # (kernel, device, arg dtypes, flags) -> a compiled kernel's launcher
 
 
 _launches: dict = {}
@@ -128,8 +141,33 @@ def _tracing(t: Tensor) -> bool:
     return isinstance(t, (FakeTensor, FunctionalTensor))
 
 
-def _kernel(kernel, traced: bool):
-    return torch.library.wrap_triton(kernel) if traced else kernel
+# Launch through a cached CompiledKernel runner instead of JITFunction.run, whose argument
+# binding and specialization cost tens of microseconds per launch on the host. A runner
+# is reused only for launches that JITFunction.run would specialize identically: same
+# kernel, device, layout and problem (hence the same ints and constexprs), same tensor
+# dtypes, and every pointer 16-byte aligned (triton's one pointer specialization), as it
+# was when the runner's kernel was compiled. Anything else takes the ordinary path.
+FAST_LAUNCH = os.environ.get("FASTMI_TRITON_FAST_LAUNCH", "1") == "1"
+
+
+def _run(kernel, launch: _Launch, grid: tuple, args: tuple, constexprs: dict, traced: bool) -> None:
+    num_warps = launch.layout.num_warps
+    if traced:  # torch.compile: inductor sees the kernel through wrap_triton
+        torch.library.wrap_triton(kernel)[grid](*args, **constexprs, num_warps=num_warps)
+        return
+    if not FAST_LAUNCH or interpreting():
+        kernel[grid](*args, **constexprs, num_warps=num_warps)
+        return
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    aligned = all(t.data_ptr() % 16 == 0 for t in tensors)
+    key = (kernel, tensors[0].get_device(), id(constexprs), *(t.dtype for t in tensors))
+    runner = launch.runners.get(key) if aligned else None
+    if runner is not None:
+        runner(*args, *constexprs.values())  # constexprs are the kernels' last parameters, in order
+        return
+    compiled = kernel[grid](*args, **constexprs, num_warps=num_warps)
+    if aligned and compiled is not None:
+        launch.runners[key] = compiled[grid]
 
 
 _counters: dict = {}
@@ -209,16 +247,13 @@ def forward(real: Optional[Tensor], fake: Optional[Tensor], q: Tensor, categoric
     else:
         partials = torch.empty((layout.programs, layout.n_sums), dtype=acc, device=q.device)
         counter = _counter(q.device, traced)
-    with _DeviceGuard(q):
-        _kernel(infogan_forward_kernel, traced)[launch.grid](
-            q if real is None else real, q if fake is None else fake, q,
+    args = (q if real is None else real, q if fake is None else fake, q,
             q if categorical is None else categorical, q if bernoulli is None else bernoulli,
             q if continuous is None else continuous,
             disc, gen, info, stats, partials, counter,
-            n_real, n_rows, *launch.trip_counts, *launch.forward_scalars,
-            **launch.constexprs, N_SUMS=layout.n_sums, N_STATS=layout.n_stats, SINGLE_PROGRAM=launch.single,
-            BLOCK_PARTIALS=config.BLOCK_PARTIALS, num_warps=layout.num_warps,
-        )
+            n_real, n_rows, *launch.trip_counts, *launch.forward_scalars)
+    with _DeviceGuard(q):
+        _run(infogan_forward_kernel, launch, launch.grid, args, launch.forward_constexprs, traced)
     return disc, gen, info, stats
 
 
@@ -239,25 +274,25 @@ def backward(grad_discriminator: Optional[Tensor], grad_generator: Optional[Tens
     grad_fake = _fresh(torch.empty_like(fake)) if fake is not None else q.new_empty((0,))
     grad_q = _fresh(torch.empty_like(q))
     traced = _tracing(q)
-    with _DeviceGuard(q):
-        _kernel(infogan_backward_kernel, traced)[launch.backward_grid](
-            q if grad_discriminator is None else grad_discriminator,
-            q if grad_generator is None else grad_generator,
-            q if grad_info is None else grad_info,
+    flags = (grad_discriminator is not None, grad_generator is not None, grad_info is not None)
+    args = (grad_discriminator if flags[0] else q, grad_generator if flags[1] else q, grad_info if flags[2] else q,
             q if real is None else real, q if fake is None else fake, q,
             q if categorical is None else categorical, q if bernoulli is None else bernoulli,
             q if continuous is None else continuous,
             grad_q if real is None else grad_real, grad_q if fake is None else grad_fake, grad_q,
-            n_real, n_rows, *launch.backward_scalars,
-            **launch.constexprs, HAS_GRAD_DISC=grad_discriminator is not None,
-            HAS_GRAD_GEN=grad_generator is not None, HAS_GRAD_INFO=grad_info is not None,
-            num_warps=launch.layout.num_warps,
-        )
+            n_real, n_rows, *launch.backward_scalars)
+    with _DeviceGuard(q):
+        _run(infogan_backward_kernel, launch, launch.backward_grid, args, launch.backward_constexprs[flags], traced)
     return grad_real, grad_fake, grad_q
 
 
+# FASTMI_TRITON_OPAQUE_OPS=1 registers plain custom ops on GPUs too: torch.compile then
+# calls the launcher as a black box (no graph break either) instead of tracing into it.
+OPAQUE_OPS = os.environ.get("FASTMI_TRITON_OPAQUE_OPS", "0") == "1"
+
+
 def _register(name, fn, *, mutates_args, schema):
-    if interpreting():  # wrap_triton cannot trace an interpreted kernel: keep the op opaque
+    if interpreting() or OPAQUE_OPS:  # wrap_triton cannot trace an interpreted kernel: keep the op opaque
         return torch.library.custom_op(name, fn, mutates_args=mutates_args, schema=schema)
     # triton_op infers the schema from fn's annotations, which spell out `schema`
     return torch.library.triton_op(name, fn, mutates_args=mutates_args)
