@@ -95,20 +95,25 @@ def check(ext, spec, batch, *, dtype=torch.float32, options=None, expect_layout=
 
 # ---- the layouts against the oracle ---------------------------------------------------------
 
+# max_blocks=2 makes each block loop over several tiles / rows (the grid-stride path and
+# the barriers between iterations); 0 lets the plan give every tile its own block.
+@pytest.mark.parametrize("max_blocks", [0, 2])
 @pytest.mark.parametrize("batch", [1, 63, 257, 1100])
 @pytest.mark.parametrize("spec", [MNIST, RICH], ids=["mnist", "rich"])
-def test_tile_layout_matches_reference(ext, spec, batch):
-    check(ext, spec, batch, expect_layout="tile", confident=True)
+def test_tile_layout_matches_reference(ext, spec, batch, max_blocks):
+    check(ext, spec, batch, expect_layout="tile", max_blocks=max_blocks, confident=True)
 
 
+@pytest.mark.parametrize("max_blocks", [0, 2])
 @pytest.mark.parametrize("spec", [MNIST, RICH, WIDE, MULTI], ids=["mnist", "rich", "wide", "multi"])
-def test_warp_layout_matches_reference(ext, spec):
-    check(ext, spec, 37, layout=WARP, expect_layout="warp", confident=True)
+def test_warp_layout_matches_reference(ext, spec, max_blocks):
+    check(ext, spec, 37, layout=WARP, expect_layout="warp", max_blocks=max_blocks, confident=True)
 
 
+@pytest.mark.parametrize("max_blocks", [0, 2])
 @pytest.mark.parametrize("spec", [MNIST, RICH, WIDE, MULTI], ids=["mnist", "rich", "wide", "multi"])
-def test_block_layout_matches_reference(ext, spec):
-    check(ext, spec, 11, layout=BLOCK, expect_layout="block", confident=True)
+def test_block_layout_matches_reference(ext, spec, max_blocks):
+    check(ext, spec, 11, layout=BLOCK, expect_layout="block", max_blocks=max_blocks, confident=True)
 
 
 def test_auto_layouts_for_wide_rows(ext):

@@ -9,9 +9,10 @@
 //   __syncthreads()          every unfinished thread of the block;
 //   __syncwarp(), shuffles   all 32 lanes of the warp (a shuffle is write, barrier, read,
 //                            barrier, so a lane that is absent deadlocks, as on the GPU).
-// Fibers run in a freshly shuffled order at every step, so a read of shared memory that
-// lacks a barrier before it sees stale data in some order and makes a test fail; a
-// barrier that not every thread reaches is reported as a deadlock. Dynamic shared memory
+// Fibers run in a freshly shuffled order at every step, and at random either all warps
+// abreast or one warp as far as it gets before the next, so that a read of shared memory
+// that lacks a barrier before it sees stale or too-new data in some schedule and makes a
+// test fail; a barrier that not every thread reaches is reported as a deadlock. Dynamic shared memory
 // starts filled with 0xFF bytes (NaN), so a read of a slot nobody wrote shows up as NaN.
 // Blocks run one after another, so this finds no race between blocks: the ticket
 // protocol of the forward is argued in its comment, and checked on the GPU.
@@ -93,7 +94,34 @@ inline void wait_at(Wait w) {
   swapcontext(&e.fibers[me].ctx, &e.scheduler);
 }
 
-// Runs one block to completion; false (with e.error set) on a deadlock.
+// Runs the runnable fibers of threads [lo, hi) once each, in a shuffled order.
+inline bool run_runnable(Emulator& e, std::vector<int>& order, unsigned int lo, unsigned int hi) {
+  order.resize(hi - lo);
+  std::iota(order.begin(), order.end(), static_cast<int>(lo));
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[next_random(e) % i]);
+  bool ran = false;
+  for (int t : order) {
+    if (e.fibers[t].wait != Wait::kRunnable) continue;
+    e.current = t;
+    swapcontext(&e.scheduler, &e.fibers[t].ctx);
+    ran = true;
+  }
+  return ran;
+}
+
+// Releases warp w's barrier when all its lanes wait there.
+inline bool release_warp(Emulator& e, unsigned int w, unsigned int threads) {
+  const unsigned int lo = w * 32, hi = lo + 32 < threads ? lo + 32 : threads;
+  for (unsigned int l = lo; l < hi; ++l)
+    if (e.fibers[l].wait != Wait::kWarp) return false;
+  for (unsigned int l = lo; l < hi; ++l) e.fibers[l].wait = Wait::kRunnable;
+  return true;
+}
+
+// Runs one block to completion; false (with e.error set) on a deadlock. Each step is,
+// at random, breadth-first (every runnable thread once, then every complete warp barrier
+// released) or depth-first (warps in a random order, each run as far as it gets before
+// the next starts: a warp that races ahead of a delayed one, as the hardware allows).
 inline bool run_block(unsigned int threads) {
   Emulator& e = emu();
   e.fibers.assign(threads, Fiber{});
@@ -107,14 +135,20 @@ inline bool run_block(unsigned int threads) {
     f.ctx.uc_link = &e.scheduler;
     makecontext(&f.ctx, fiber_main, 0);
   }
-  std::vector<int> order(threads);
-  std::iota(order.begin(), order.end(), 0);
+  const unsigned int warps = (threads + 31) / 32;
+  std::vector<int> order, warp_order(warps);
   for (;;) {
-    for (unsigned int i = threads; i > 1; --i) std::swap(order[i - 1], order[next_random(e) % i]);
-    for (int t : order) {
-      if (e.fibers[t].wait != Wait::kRunnable) continue;
-      e.current = t;
-      swapcontext(&e.scheduler, &e.fibers[t].ctx);
+    bool progress = false;
+    if (next_random(e) & 1) {
+      std::iota(warp_order.begin(), warp_order.end(), 0);
+      for (unsigned int i = warps; i > 1; --i) std::swap(warp_order[i - 1], warp_order[next_random(e) % i]);
+      for (int w : warp_order) {
+        const unsigned int lo = w * 32, hi = lo + 32 < threads ? lo + 32 : threads;
+        while (run_runnable(e, order, lo, hi) || release_warp(e, w, threads)) progress = true;
+      }
+    } else {
+      progress = run_runnable(e, order, 0, threads);
+      for (unsigned int w = 0; w < warps; ++w) progress |= release_warp(e, w, threads);
     }
     unsigned int done = 0, at_block = 0;
     for (const Fiber& f : e.fibers) {
@@ -122,20 +156,12 @@ inline bool run_block(unsigned int threads) {
       at_block += f.wait == Wait::kBlock;
     }
     if (done == threads) return true;
-    bool released = false;
-    for (unsigned int w = 0; w * 32 < threads; ++w) {
-      bool all = true;
-      for (unsigned int l = w * 32; l < w * 32 + 32 && l < threads; ++l) all &= e.fibers[l].wait == Wait::kWarp;
-      if (!all) continue;
-      for (unsigned int l = w * 32; l < w * 32 + 32 && l < threads; ++l) e.fibers[l].wait = Wait::kRunnable;
-      released = true;
-    }
-    if (!released && at_block + done == threads) {
+    if (at_block > 0 && at_block + done == threads) {
       for (Fiber& f : e.fibers)
         if (f.wait == Wait::kBlock) f.wait = Wait::kRunnable;
-      released = true;
+      continue;
     }
-    if (!released) {
+    if (!progress) {
       e.error = "emulated kernel deadlocked: threads of block " + std::to_string(e.block_idx.x) +
                 " wait at different barriers (a __syncthreads or shuffle that not every thread reaches)";
       return false;
