@@ -2,7 +2,9 @@
 of time, on this GPU-less machine, without a register spill.
 
 The specializations are the launches of the interpreted test matrix
-(tests/test_triton_interpreter.py CASES): each case's forward and backward are run
+(tests/test_triton_interpreter.py CASES, plus the shapes of the contract-vector,
+extreme-value, NaN and gradcheck tests it also runs): each case's forward and its
+backward with all three and with one upstream grad are run
 through fastmi/backends/triton.py with the kernels swapped for recorders, so the
 arguments are exactly those the backend passes. Each recorded launch is specialized as
 ``JITFunction.run`` does on a GPU (triton's own binder: pointer dtypes, int and
@@ -41,8 +43,10 @@ from fastmi.inputs import prepare_inputs  # noqa: E402
 from fastmi.kernels.infogan_backward import infogan_backward_kernel  # noqa: E402
 from fastmi.kernels.infogan_forward import infogan_forward_kernel  # noqa: E402
 from fastmi.problem import make_problem  # noqa: E402
+import test_contract_vectors as contract  # noqa: E402
+import test_numerics as numerics  # noqa: E402
 from helpers import random_case  # noqa: E402
-from test_triton_interpreter import CASES  # noqa: E402
+from test_triton_interpreter import CASES, Case  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 KERNELS = {"forward": infogan_forward_kernel, "backward": infogan_backward_kernel}
@@ -60,13 +64,31 @@ class _Recorder:
         return launch
 
 
+def _all_cases() -> list:
+    """CASES plus the shapes of the backend-generic checks that the interpreted suite also
+    runs on this backend (contract vectors, extremes, NaN inputs, gradcheck)."""
+    cases = list(CASES)
+    for i, vector in enumerate(contract.VECTORS):
+        inputs = vector["inputs"]
+        cases.append(Case(f"contract-{i}", contract._spec(vector), len(inputs["q"]), torch.float64,
+                          options=vector["options"], kwargs=dict(real_batch=len(inputs["real_logits"]))))
+    for dtype in (torch.float32, torch.bfloat16):
+        cases.append(Case(f"extreme-{dtype}", numerics.SPEC, 64, dtype))
+    cases.append(Case("nan", numerics.SPEC, 40))
+    cases.append(Case("gradcheck", numerics.SPEC, 5, torch.float64, kwargs=dict(real_batch=4)))
+    cases.append(Case("gradcheck-fixed", numerics.FIXED, 5, torch.float64,
+                      options=dict(generator_loss="minimax", reduction="sum", real_label=0.8),
+                      kwargs=dict(real_batch=4)))
+    return cases
+
+
 def _recorded_launches() -> list:
     launches = []
     saved = dict(triton_backend.__dict__)
     triton_backend.infogan_forward_kernel = _Recorder("forward", launches)
     triton_backend.infogan_backward_kernel = _Recorder("backward", launches)
     try:
-        for case in CASES:
+        for case in _all_cases():
             c = random_case(case.spec, case.batch, dtype=case.dtype, seed=case.batch, **case.kwargs)
             problem = make_problem(case.spec, **case.options)
             inputs = prepare_inputs(c.real, c.fake, c.q, c.codes, problem)

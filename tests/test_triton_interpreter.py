@@ -111,6 +111,8 @@ if not INTERPRETED:
 else:
     import math
 
+    import test_contract_vectors as contract
+    import test_numerics as numerics
     from helpers import check_backend, evaluate, random_case, random_upstream
 
     from fastmi.backends import triton as triton_backend
@@ -127,6 +129,33 @@ else:
     def test_matches_float64_reference(case):
         check_backend("triton", case.spec, case.batch, case.dtype, seed=case.batch, options=case.options,
                       confident=True, **case.kwargs)
+
+    # The suite's backend-generic checks, run on this backend too.
+    @pytest.mark.parametrize("index", range(len(contract.VECTORS)))
+    def test_contract_vectors(index):
+        contract.test_contract_vector("triton", index)
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+    def test_extreme_logits(dtype):
+        numerics.test_extreme_logits_give_finite_losses_and_grads("triton", dtype)
+
+    @pytest.mark.parametrize("where", ["real", "fake", "cat", "bern", "mu", "logvar", "code"])
+    def test_nan_inputs_come_out_nan(where):
+        numerics.test_nan_inputs_come_out_nan("triton", where)
+
+    @pytest.mark.parametrize("spec,options", [
+        (numerics.SPEC, {}),
+        (numerics.FIXED, dict(generator_loss="minimax", reduction="sum", real_label=0.8)),
+    ], ids=["learned", "fixed-minimax-sum-smoothed"])
+    def test_gradcheck_float64(spec, options):
+        case = random_case(spec, 5, real_batch=4, dtype=torch.float64, seed=2)
+        inputs = tuple(t.detach().clone().requires_grad_() for t in case[:3])
+
+        def fn(real, fake, q):
+            out = fastmi.infogan_loss(real, fake, q, case.codes, spec, backend="triton", **options)
+            return out.discriminator, out.generator, out.info
+
+        assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7)
 
     def test_backend_serves_cpu_tensors_when_interpreted():
         from fastmi.backends import unavailable_reason
