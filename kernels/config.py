@@ -20,6 +20,14 @@ The layout (shared by the forward and the backward):
   finalizes from registers, else each program writes its partial sums and the last one
   to arrive (an atomic ticket) adds them in program order and finalizes.
 - The backward runs one program per tile (no reduction).
+
+Tuning: change the constants below (the layout cache of fastmi/backends/triton.py
+builds on first use of a shape, so set them before the first call, or clear
+``fastmi.backends.triton._launches``). tests/test_triton_aot.py compiles every
+specialization the tests use for sm_90 and fails on a register spill, so run it after
+a change. Two launcher switches live in fastmi/backends/triton.py:
+FASTMI_TRITON_FAST_LAUNCH=0 (launch through JITFunction.run every time) and
+FASTMI_TRITON_OPAQUE_OPS=1 (register custom ops instead of triton_ops).
 """
 
 from __future__ import annotations
