@@ -18,8 +18,8 @@
 #include <torch/extension.h>
 
 #if !defined(FASTMI_CUDA_EMULATION)
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that one needs cuBLAS / cuSPARSE headers
 #endif
 
 #include <cmath>
@@ -43,7 +43,7 @@ void* current_stream() { return nullptr; }
 #else
 constexpr at::DeviceType kDevice = at::kCUDA;
 constexpr const char* kWho = "fastmi cuda";
-void* current_stream() { return static_cast<void*>(at::cuda::getCurrentCUDAStream().stream()); }
+void* current_stream() { return static_cast<void*>(c10::cuda::getCurrentCUDAStream().stream()); }
 #endif
 
 bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
