@@ -8,7 +8,8 @@ report when any interpreted test fails. The parent process never sets the variab
 
 The matrix (CASES) is the one of tests/test_correctness.py thinned for the
 interpreter's speed, keeping every boundary of the layout in kernels/config.py: batch
-1, 63/64/65, the 256-row tile edge (255/256/257), a second real-logit block (Br = 1025),
+1, 63/64/65, the 256-row tile edge (255/256/257; 128/129 for float64), a second
+real-logit block (Br = 1025),
 Br != Bf, a K = 65536 code (chunked online log-sum-exp, one row per tile), a K = 4097
 code (one chunk past a block), each dtype, int32 codes, fixed std, absent real or fake
 logits, minimax, sum reduction, label smoothing and non-default lambdas.
@@ -59,6 +60,7 @@ CASES = [
     Case("mnist-bf16-b65", MNIST, 65, torch.bfloat16),
     Case("mnist-fp16-b64", MNIST, 64, torch.float16),
     Case("mnist-fp64-b65", MNIST, 65, torch.float64),
+    Case("mnist-fp64-b129", MNIST, 129, torch.float64),   # float64 tiles hold 128 rows: two programs
     Case("mnist-int32-no-real", MNIST, 64, kwargs=dict(with_real=False, index_dtype=torch.int32)),
     Case("mnist-no-fake", MNIST, 63, kwargs=dict(with_fake=False)),
     Case("rich-b64", RICH, 64),
@@ -72,6 +74,7 @@ CASES = [
     Case("wide-b3", WIDE, 3),
     Case("wide-bf16-b5", WIDE, 5, torch.bfloat16),
     Case("oddk-b2", ODD_K, 2, kwargs=dict(real_batch=7)),
+    Case("oddk-fp64-b2", ODD_K, 2, torch.float64),       # 2048-column float64 chunks: three of them
     Case("hugek-b2", HUGE_K, 2),
     Case("hugek-bf16-b1", HUGE_K, 1, torch.bfloat16, kwargs=dict(index_dtype=torch.int32)),
 ]
