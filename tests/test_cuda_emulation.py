@@ -17,10 +17,11 @@ import pytest
 import torch
 
 import fastmi
+import fastmi.backends as backends
 from fastmi.backends import cuda
 from fastmi.inputs import prepare_inputs
 from fastmi.problem import make_problem
-from helpers import assert_close, oracle, random_case, random_upstream
+from helpers import assert_close, check_backend, oracle, random_case, random_upstream
 
 TILE, WARP, BLOCK, AUTO = 0, 1, 2, -1
 MNIST = fastmi.LatentSpec(categorical=(10,), continuous=2)
@@ -295,3 +296,16 @@ def test_emulation_build_key_follows_the_kernel_source(tmp_path):
     assert cuda.emulation_cflags(a) != cuda.emulation_cflags(b)
     assert cuda.emulation_cflags(a) == cuda.emulation_cflags(a)
     assert "-DFASTMI_CUDA_EMULATION" in cuda.emulation_cflags()
+
+
+@pytest.mark.parametrize("spec,batch,dtype", [(MNIST, 300, torch.float32), (RICH, 50, torch.bfloat16),
+                                              (WIDE, 6, torch.float32)], ids=["mnist", "rich-bf16", "wide"])
+def test_public_api_through_the_cuda_backend_module(ext, monkeypatch, spec, batch, dtype):
+    """fastmi.infogan_loss(backend="cuda") end to end (registry, cuda.loss, the eager
+    autograd.Function of define_fused_ops, the binding, the kernels), with the emulated
+    kernels standing in for the GPU build and CPU tensors for CUDA ones."""
+    monkeypatch.setattr(cuda, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(cuda, "extension", lambda: ext)
+    monkeypatch.setattr(backends, "_names", {})
+    monkeypatch.setattr(backends, "_loss_fns", {})
+    check_backend("cuda", spec, batch, dtype, seed=batch, confident=True, real_batch=batch + 5)

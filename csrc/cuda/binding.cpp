@@ -48,6 +48,16 @@ void* current_stream() { return static_cast<void*>(c10::cuda::getCurrentCUDAStre
 
 bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
 
+// Output buffers come from at::empty. The emulation build fills them with NaN first, so
+// that an element the kernels forget to write fails the tests instead of passing by luck.
+Tensor output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  Tensor t = at::empty(sizes, opts);
+#if defined(FASTMI_CUDA_EMULATION)
+  if (at::isFloatingType(t.scalar_type())) t.fill_(std::numeric_limits<double>::quiet_NaN());
+#endif
+  return t;
+}
+
 void check_status(int err, const char* what) {
   TORCH_CHECK(err == 0, kWho, ": ", what, " failed: ", fastmi_cuda_error_string(err), " (error ", err, ")");
 }
@@ -190,9 +200,9 @@ std::vector<Tensor> forward_op(const OptTensor& real, const OptTensor& fake, con
   FastmiPlan plan;
   check_status(fastmi_cuda_plan_forward(&p, &in, &plan), "planning the forward");
   const auto opts = q.options().dtype(acc_type(q));
-  Tensor d = at::empty({}, opts), g = at::empty({}, opts), i = at::empty({}, opts);
-  Tensor stats = at::empty({3 + static_cast<int64_t>(p.m)}, opts);
-  Tensor workspace = at::empty({plan.workspace_doubles}, q.options().dtype(at::kDouble));
+  Tensor d = output({}, opts), g = output({}, opts), i = output({}, opts);
+  Tensor stats = output({3 + static_cast<int64_t>(p.m)}, opts);
+  Tensor workspace = output({plan.workspace_doubles}, q.options().dtype(at::kDouble));
   const FastmiForwardOutputs out{d.data_ptr(), g.data_ptr(), i.data_ptr(), stats.data_ptr(),
                                  workspace.data_ptr<double>()};
   check_status(fastmi_cuda_forward(&p, &in, &plan, &out, current_stream()), "the forward launch");
@@ -211,9 +221,9 @@ std::vector<Tensor> backward_op(const OptTensor& grad_d, const OptTensor& grad_g
   const OptTensor up_i = upstream(grad_i, q, "grad_info");
   FastmiPlan plan;
   check_status(fastmi_cuda_plan_backward(&p, &in, &plan), "planning the backward");
-  Tensor grad_real = present(real) ? at::empty(real->sizes(), real->options()) : at::empty({0}, q.options());
-  Tensor grad_fake = present(fake) ? at::empty(fake->sizes(), fake->options()) : at::empty({0}, q.options());
-  Tensor grad_q = at::empty(q.sizes(), q.options());
+  Tensor grad_real = present(real) ? output(real->sizes(), real->options()) : at::empty({0}, q.options());
+  Tensor grad_fake = present(fake) ? output(fake->sizes(), fake->options()) : at::empty({0}, q.options());
+  Tensor grad_q = output(q.sizes(), q.options());
   const FastmiBackwardIO io{up_d ? up_d->data_ptr() : nullptr,
                             up_g ? up_g->data_ptr() : nullptr,
                             up_i ? up_i->data_ptr() : nullptr,
