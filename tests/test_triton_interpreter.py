@@ -11,7 +11,8 @@ interpreter's speed, keeping every boundary of the layout in kernels/config.py: 
 1, 63/64/65, the 256-row tile edge (255/256/257; 128/129 for float64), a second
 real-logit block (Br = 1025),
 Br != Bf, a K = 65536 code (chunked online log-sum-exp, one row per tile), a K = 4097
-code (one chunk past a block), each dtype, int32 codes, fixed std, absent real or fake
+code (one chunk past a block), 5000 bernoulli and 4500 continuous codes (chunked
+too), each dtype, int32 codes, fixed std, absent real or fake
 logits, minimax, sum reduction, label smoothing and non-default lambdas.
 tests/test_triton_aot.py compiles, for sm_90, every kernel specialization these cases use.
 """
@@ -37,6 +38,7 @@ WIDE = fastmi.LatentSpec(categorical=(1000,), continuous=4)
 ODD_K = fastmi.LatentSpec(categorical=(4097,), bernoulli=1, continuous=0)
 HUGE_K = fastmi.LatentSpec(categorical=(65536, 5), bernoulli=1, continuous=1)
 NO_CAT = fastmi.LatentSpec(categorical=(), bernoulli=3, continuous=2, std=0.5)
+WIDE_BLOCKS = fastmi.LatentSpec(categorical=(7,), bernoulli=5000, continuous=4500)  # chunked bern and mu/logvar
 
 
 class Case(NamedTuple):
@@ -76,6 +78,7 @@ CASES = [
     Case("oddk-b2", ODD_K, 2, kwargs=dict(real_batch=7)),
     Case("oddk-fp64-b2", ODD_K, 2, torch.float64),       # 2048-column float64 chunks: three of them
     Case("hugek-b2", HUGE_K, 2),
+    Case("wide-blocks-b3", WIDE_BLOCKS, 3, options=dict(lambda_cat=0.5)),
     Case("hugek-bf16-b1", HUGE_K, 1, torch.bfloat16, kwargs=dict(index_dtype=torch.int32)),
 ]
 
