@@ -90,9 +90,10 @@ if not INTERPRETED:
         pytest.importorskip("triton")
         env = dict(os.environ, TRITON_INTERPRET="1")
         start = time.perf_counter()
+        here = os.path.abspath(__file__)
         child = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=5", os.path.abspath(__file__)],
-            env=env, capture_output=True, text=True, timeout=900, cwd=os.path.dirname(os.path.dirname(__file__)),
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=5", here],
+            env=env, capture_output=True, text=True, timeout=900, cwd=os.path.dirname(os.path.dirname(here)),
         )
         elapsed = time.perf_counter() - start
         report = child.stdout[-6000:] + child.stderr[-3000:]

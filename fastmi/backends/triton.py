@@ -37,7 +37,7 @@ import struct
 from typing import Optional
 
 import torch
-import triton  # noqa: F401  (an ImportError here tells the registry that triton is missing)
+import triton  # an ImportError here tells the registry that triton is missing
 from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensor
 from torch._subclasses.functional_tensor import FunctionalTensor
