@@ -309,3 +309,27 @@ def test_public_api_through_the_cuda_backend_module(ext, monkeypatch, spec, batc
     monkeypatch.setattr(backends, "_names", {})
     monkeypatch.setattr(backends, "_loss_fns", {})
     check_backend("cuda", spec, batch, dtype, seed=batch, confident=True, real_batch=batch + 5)
+
+
+def test_public_api_compiles_without_graph_breaks(ext, monkeypatch):
+    """torch.compile(fullgraph=True) of fastmi.infogan_loss(backend="cuda"): the registry
+    resolves at trace time and the kernels run as the fastmi::cuda_* custom ops."""
+    monkeypatch.setattr(cuda, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(cuda, "extension", lambda: ext)
+    monkeypatch.setattr(backends, "_names", {})
+    monkeypatch.setattr(backends, "_loss_fns", {})
+    spec = MNIST
+    case = random_case(spec, 70, seed=4)
+    upstream = tuple(u.float() for u in random_upstream(4))
+
+    def loss(leaves, codes):
+        out = fastmi.infogan_loss(*leaves, codes, spec, backend="cuda")
+        return out.discriminator, out.generator, out.info, out.stats
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    outs, grads = _loss_and_grads(compiled, case, spec, upstream)
+    want = oracle(case, spec, upstream)
+    for got, name in zip(outs, ("discriminator", "generator", "info", "jsd_bound")):
+        assert_close(got, want.outputs[name], torch.float32, name)
+    for got, name in zip(grads, ("real_logits", "fake_logits", "q")):
+        assert_close(got, want.grads[name], torch.float32, f"grad {name}")

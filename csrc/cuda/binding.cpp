@@ -77,7 +77,9 @@ FastmiProblem make_problem(const std::vector<int64_t>& cat_sizes, int64_t nb, in
     p.cat_sizes[k] = static_cast<int32_t>(cat_sizes[k]);
     W += cat_sizes[k];
   }
-  TORCH_CHECK_VALUE(W >= 1 && W <= std::numeric_limits<int32_t>::max(), kWho, ": q's width must lie in [1, 2^31), got ", W);
+  // in-row offsets are int32; the strided loops step up to 4 * 256 past a column
+  TORCH_CHECK_VALUE(W >= 1 && W <= std::numeric_limits<int32_t>::max() - 4096, kWho,
+                    ": q's width must lie in [1, 2^31 - 4096], got ", W);
   p.m = static_cast<int32_t>(cat_sizes.size());
   p.nb = static_cast<int32_t>(nb);
   p.n = static_cast<int32_t>(n);

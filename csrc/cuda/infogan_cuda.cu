@@ -262,7 +262,7 @@ template <typename T, typename A>
 FM_DEV Lse<A> strided_lse(const T* x, int K, int lane, int step) {
   Lse<A> l{-A(INFINITY), A(0)};
   int j = lane;
-  for (; j + 3 * step < K; j += 4 * step) {
+  for (; j < K - 3 * step; j += 4 * step) {
     const A v0 = to_acc(x[j]), v1 = to_acc(x[j + step]), v2 = to_acc(x[j + 2 * step]), v3 = to_acc(x[j + 3 * step]);
     lse_push(l, v0);
     lse_push(l, v1);

@@ -6,12 +6,23 @@ ticket, adds in a fixed order) and writes the three losses and the stats vector
 
     [jsd_bound, mi_bernoulli, mi_continuous, mi_categorical_1..m]
 
-to device memory; the backward recomputes softmax / sigmoid from the inputs, reads the
+to device memory (float32, or float64 for float64 inputs); the backward recomputes
+softmax / sigmoid from the inputs, reads the
 three upstream grads from device memory and writes the gradients of section 5. Neither
 syncs with the host nor allocates by data, so both run inside CUDA graphs; both run
 under ``torch.compile(fullgraph=True)`` as the custom ops ``fastmi::cuda_forward`` and
 ``fastmi::cuda_backward`` (fastmi/backends/fused_op.py). csrc/cuda/infogan_cuda.cu
 documents the layouts and the reduction.
+
+Invalid codes (a categorical index outside [0, K), a bernoulli value other than 0 or 1)
+are never used as an address: the read is clamped, and the term, hence the losses and
+that code's gradient block, is NaN. (The CPU backends raise instead; checking here would
+cost a host sync per call.)
+
+Concurrency: launches on one stream are ordered; forwards that run at the same time on
+different streams use ticket counters picked by a hash of the stream (256 slots), so two
+such streams collide with probability 1/256. A CUDA graph keeps the slot of the stream it
+was captured on.
 
 The kernels are compiled with ninja on first use, for the architecture of every visible
 GPU (``python -m fastmi.build --cuda`` builds them ahead of time). That needs a CUDA
