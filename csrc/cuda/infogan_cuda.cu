@@ -88,6 +88,13 @@ constexpr int kBlockMinW = 2048;                // block layout: rows at least t
 constexpr int kBlockMaxRowsPerSM = 8;           // ... and fewer rows than this per SM
 constexpr int kSmemLimit = 48 * 1024;           // no opt-in launch attribute needed
 constexpr int kRealRowsPerThread = 4;           // real / fake logits: grid-sizing hint
+// Resident blocks per SM that __launch_bounds__ asks ptxas to allow for: a register budget
+// of 64 (32-bit and 16-bit inputs) or 85 (float64) per thread. Without it ptxas's own
+// heuristic settled on 48 registers and spilled a few bytes after small code changes.
+// 4 blocks of 256 threads = 32 warps per SM, with each thread's staged 16-byte loads
+// independent: far more bytes in flight than an H100 / H200 needs to saturate HBM.
+template <typename A>
+constexpr int kMinBlocksPerSM = sizeof(A) == 8 ? 3 : 4;
 
 // ---- storage types and conversions -------------------------------------------------------
 
@@ -590,7 +597,8 @@ FM_DEV void group_rows_forward(const Group& g, const Args& a, const int* sizes, 
 }
 
 template <typename T, int kLayout>
-__global__ void __launch_bounds__(kThreads) forward_kernel(const __grid_constant__ Args a) {
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM<typename AccOf<T>::type>)
+    forward_kernel(const __grid_constant__ Args a) {
   using A = typename AccOf<T>::type;
   FM_DYNAMIC_SMEM(smem);
   const FastmiProblem& p = a.p;
@@ -710,7 +718,8 @@ FM_DEV void group_rows_backward(const Group& g, const Args& a, const int* sizes,
 }
 
 template <typename T, int kLayout>
-__global__ void __launch_bounds__(kThreads) backward_kernel(const __grid_constant__ Args a) {
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSM<typename AccOf<T>::type>)
+    backward_kernel(const __grid_constant__ Args a) {
   using A = typename AccOf<T>::type;
   FM_DYNAMIC_SMEM(smem);
   const FastmiProblem& p = a.p;
