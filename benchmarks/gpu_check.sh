@@ -12,19 +12,20 @@
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3 || command -v python)}
-OUT_DIR=${1:-${FASTMI_RESULTS_DIR:-${OUT:-benchmarks/results}}}
-shift $(( $# > 0 ? 1 : 0 ))
+OUT_DIR=${FASTMI_RESULTS_DIR:-${OUT:-benchmarks/results}}
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then OUT_DIR=$1; shift; fi
 mkdir -p "$OUT_DIR"
 {
   echo "== fastmi gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ), $("$PY" --version 2>&1) at $PY"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || echo "nvidia-smi: unavailable"
   if ! "$PY" -c "import fastmi.csrc, fastmi.kernels" 2>/dev/null; then
     echo "== installing fastmi from the checkout (editable, --no-deps --no-build-isolation)"
-    "$PY" -m pip install -e . --no-deps --no-build-isolation -q 2>&1 | tail -3 \
+    "$PY" -m pip install -e . --no-deps --no-build-isolation -q 2>&1 \
       || echo "pip install failed: gpu_check.py imports fastmi from the checkout instead"
   fi
-  echo "== python -m fastmi.build --cuda"
-  PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout 900 "$PY" -m fastmi.build --cuda \
+  echo "== python -m fastmi.build --cuda (verbose: a compiler error lands in this log)"
+  FASTMI_VERBOSE_BUILD=${FASTMI_VERBOSE_BUILD:-1} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" \
+    timeout 900 "$PY" -m fastmi.build --cuda \
     || echo "build: FAILED (gpu_check.py's build section says why)"
   echo "== benchmarks/gpu_check.py"
   "$PY" benchmarks/gpu_check.py --out "$OUT_DIR" "$@"
