@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lr-d", type=float, help="Adam learning rate of D/Q (default 2e-4)")
     run.add_argument("--lr-g", type=float, help="Adam learning rate of G (default 1e-3)")
     run.add_argument("--lambda-cat", type=float, help="weight of the categorical info term (default 1)")
-    run.add_argument("--lambda-cont", type=float, help="weight of the continuous info term (default 1)")
+    run.add_argument("--lambda-cont", type=float, help="weight of the continuous info term (default 0.1; "
+                     "the paper's 'smaller lambda' for continuous codes)")
     run.add_argument("--seed", type=int, help="seed of the weights, the data order and the latents (default 0)")
     dev = p.add_argument_group("execution")
     dev.add_argument("--loss-backend", choices=LOSS_BACKENDS, help="fastmi backend of every loss call "

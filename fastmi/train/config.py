@@ -12,6 +12,15 @@ continuous term is then a plain squared error, which keeps L_info on the scale o
 GAN losses, whereas a learned log-variance can shrink without bound and let that term
 dominate. The price is a loose bound: with sigma fixed at 1, H(c) + E log Q(c|x) can
 never exceed log 2 - log(2 pi) / 2 = -0.226 nats per code.
+
+The info term weighs the categorical code by lambda_cat = 1 and the continuous codes
+by lambda_cont = 0.1: the paper sets lambda = 1 for discrete codes and "a smaller
+lambda" for continuous ones (openai's launcher uses 1 for both; pass --lambda-cont 1
+for that). Measured here on the default data (fast preset, 2500 steps, seeds 0 and
+1): with lambda_cont = 1 the continuous codes also switch the digit (a sweep of c3
+turns a 3 into a 0) and the clustering accuracy of c1 was 0.60 and 0.77; with 0.1
+they turn into slant and width, as in the paper's figure 2, and c1 reached 0.77 and
+0.83.
 """
 
 from __future__ import annotations
@@ -25,8 +34,18 @@ from .models import Widths
 
 PRESETS = ("fast", "paper", "smoke")
 LOSS_BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
-# the ceiling of the continuous bound per code under a fixed sigma = 1 (see above)
-FIXED_SIGMA_CEILING = math.log(2.0) - 0.5 * math.log(2.0 * math.pi)
+
+
+def fixed_sigma_ceiling(spec: LatentSpec) -> Optional[float]:
+    """The most a continuous code's bound H(c) + E log Q(c|x) can reach when Q's sigma
+    is fixed: H(prior) - log(2 pi) / 2 - log sigma, at a perfect mean (None when sigma
+    is learned). For the uniform(-1, 1) prior and sigma = 1: -0.226 nats."""
+    if spec.learned_std:
+        return None
+    return spec.prior_entropy - 0.5 * math.log(2.0 * math.pi) - math.log(spec.std)
+
+
+FIXED_SIGMA_CEILING = fixed_sigma_ceiling(LatentSpec(continuous=1, std=1.0))
 
 
 @dataclass(frozen=True)
@@ -37,7 +56,7 @@ class TrainConfig:
     dataset: str = "mnist5k"
     data_dir: Optional[str] = None
     split: Optional[str] = None
-    steps: int = 3000
+    steps: int = 2500
     batch_size: int = 64
     widths: Widths = field(default_factory=lambda: Widths(conv=(32, 64), hidden=512, q_hidden=128))
     noise_dim: int = 62
@@ -49,7 +68,7 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     lambda_cat: float = 1.0
-    lambda_cont: float = 1.0
+    lambda_cont: float = 0.1
     seed: int = 0
     loss_backend: str = "auto"
     device: Optional[str] = None

@@ -30,7 +30,7 @@ from ..spec import Codes, LatentSpec
 from . import checkpoint as ckpt
 from . import distributed, metrics, plots
 from .batches import BatchOrder
-from .config import FIXED_SIGMA_CEILING, TrainConfig, check_resumable
+from .config import TrainConfig, check_resumable, fixed_sigma_ceiling
 from .datasets import load_dataset
 from .models import build_models
 
@@ -140,7 +140,7 @@ def _train(config: TrainConfig, world: distributed.World, resume: bool, overwrit
                               f"it, --overwrite to start over, or --out DIR")
     distributed.barrier(world)  # every rank has read the old state before rank 0 clears it
     if main and not resume:
-        for name in (metrics.METRICS_NAME, EVALUATION_NAME):
+        for name in (ckpt.CHECKPOINT_NAME, metrics.METRICS_NAME, EVALUATION_NAME):
             if os.path.exists(os.path.join(out, name)):
                 os.unlink(os.path.join(out, name))
         shutil.rmtree(os.path.join(out, SAMPLES_DIR), ignore_errors=True)
@@ -207,7 +207,8 @@ def _train(config: TrainConfig, world: distributed.World, resume: bool, overwrit
         plots.sample_grid(generator, spec, grid_noise, grid, title=title)
         if final:
             shutil.copyfile(grid, os.path.join(out, "samples.png"))
-        plots.plot_metrics(metrics.read(metrics_path), spec, os.path.join(out, "mi.png"), FIXED_SIGMA_CEILING)
+        plots.plot_metrics(metrics.read(metrics_path), spec, os.path.join(out, "mi.png"),
+                            fixed_sigma_ceiling(spec))
 
     # ---- the loop ---------------------------------------------------------------------
     means = metrics.RunningMeans(len(spec.categorical), spec.continuous)

@@ -1,0 +1,303 @@
+"""The reference InfoGAN trainer: its gradient flow, learning, resuming, command line and
+DistributedDataParallel."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from fastmi import LatentSpec, infogan_loss
+from fastmi.train import checkpoint as ckpt
+from fastmi.train import cli
+from fastmi.train.config import FIXED_SIGMA_CEILING, TrainConfig, preset
+from fastmi.train.metrics import continuous_code_bounds
+from fastmi.train.models import Widths, build_models
+from fastmi.train.trainer import discriminator_step, generator_step, make_optimizers, sample_latents
+
+SPEC = LatentSpec(categorical=(10,), continuous=2, std=1.0)
+TINY = Widths(conv=(8, 16), hidden=32, q_hidden=16)
+
+
+def _setup(seed=0, batch=16):
+    torch.manual_seed(seed)
+    generator, dq = build_models(TINY, SPEC)
+    rng = torch.Generator().manual_seed(seed)
+    codes, latent = sample_latents(SPEC, batch, 62, rng)
+    real = torch.rand(batch, 1, 28, 28, generator=rng)
+    return generator, dq, codes, latent, real
+
+
+def _grads(module):
+    return [None if p.grad is None else p.grad.clone() for p in module.parameters()]
+
+
+# ---- gradient flow ---------------------------------------------------------------------
+
+def test_d_step_optimizer_holds_the_body_and_both_heads():
+    generator, dq, *_ = _setup()
+    opt_g, opt_d = make_optimizers(generator, dq, preset("smoke"))
+    in_d = {id(p) for group in opt_d.param_groups for p in group["params"]}
+    in_g = {id(p) for group in opt_g.param_groups for p in group["params"]}
+    for part in (dq.body, dq.d_head, dq.q_head):
+        assert all(id(p) in in_d for p in part.parameters())
+    assert in_d == {id(p) for p in dq.parameters()} and in_g == {id(p) for p in generator.parameters()}
+    assert opt_d.param_groups[0]["lr"] == 2e-4 and opt_g.param_groups[0]["lr"] == 1e-3
+    assert opt_d.param_groups[0]["betas"][0] == 0.5 == opt_g.param_groups[0]["betas"][0]
+
+
+def test_info_loss_gradient_reaches_the_shared_body():
+    """The D step's body gradient is the adversarial one plus the info loss's one; the
+    latter is far from zero, and it changes the body's update."""
+    generator, dq, codes, latent, real = _setup()
+    # float64, so that the sum rule below holds to rounding (float32 leaves ~1e-5 noise
+    # on the conv bias in front of batch norm, whose true gradient is zero)
+    generator.double()
+    dq.double()
+    fake, real = generator(latent.double()), real.double()
+    config = preset("smoke")
+
+    def d_step(lambda_):
+        model = copy.deepcopy(dq)
+        _, opt_d = make_optimizers(generator, model, config)
+        losses, _, _ = discriminator_step(model, opt_d, real, fake, codes, SPEC, lambda_cat=lambda_,
+                                          lambda_cont=lambda_, backend="auto")
+        return model, _grads(model.body), losses
+
+    with_info, grads_full, losses = d_step(1.0)
+    without_info, grads_adv, _ = d_step(0.0)
+    # the info loss alone, differentiated by hand, on the same (pre-step) body
+    model = copy.deepcopy(dq)
+    _, fake_logits, q = model(real, fake.detach())
+    info = infogan_loss(None, fake_logits, q, codes, SPEC).info
+    grads_info = torch.autograd.grad(info, list(model.body.parameters()))
+    assert float(info.detach()) > 0 and float(losses.info.detach()) == pytest.approx(float(info.detach()), rel=1e-12)
+    for full, adv, inf in zip(grads_full, grads_adv, grads_info):
+        torch.testing.assert_close(full, adv + inf, rtol=1e-9, atol=1e-12)
+    info_norm = torch.sqrt(sum(g.square().sum() for g in grads_info))
+    adv_norm = torch.sqrt(sum(g.square().sum() for g in grads_adv))
+    assert info_norm > 0.05 * adv_norm > 0
+    # and the step itself moves the body differently with the info term than without
+    moved = [not torch.equal(a, b) for a, b in zip(with_info.body.parameters(), without_info.body.parameters())]
+    assert sum(moved) >= len(moved) // 2
+
+
+def test_g_step_updates_generator_only():
+    generator, dq, codes, latent, real = _setup()
+    config = preset("smoke")
+    opt_g, _ = make_optimizers(generator, dq, config)
+    before_d = copy.deepcopy(dq.state_dict())
+    before_g = [p.clone() for p in generator.parameters()]
+    losses = generator_step(dq, opt_g, list(generator.parameters()), generator(latent), codes, SPEC)
+    assert all(p.grad is None for p in dq.parameters())  # no wasted D/Q weight gradients
+    for k, v in dq.state_dict().items():
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(v, before_d[k]), k
+    assert all(not torch.equal(a, b) for a, b in zip(before_g, generator.parameters()))
+    # the G loss carries L_info: G is pushed to make its codes recognizable
+    assert float(losses.generator.detach()) > float(losses.info.detach()) > 0
+
+
+def test_continuous_bounds_add_up_to_the_loss_bound():
+    generator, dq, codes, latent, real = _setup(batch=32)
+    with torch.no_grad():
+        _, fake_logits, q = dq(None, generator(latent))
+    stats = infogan_loss(None, fake_logits, q, codes, SPEC).stats
+    per_code = continuous_code_bounds(fake_logits, q, codes, SPEC, "auto")
+    assert per_code.shape == (2,)
+    torch.testing.assert_close(per_code.sum(), stats.mi_continuous, rtol=1e-5, atol=1e-6)
+    assert (per_code <= FIXED_SIGMA_CEILING + 1e-6).all()  # a fixed sigma = 1 caps the bound
+
+
+# ---- runs --------------------------------------------------------------------------------
+
+def _run(argv):
+    return cli.main(argv + ["--no-progress", "--threads", "1"])
+
+
+def test_short_run_raises_the_categorical_mi_bound(tmp_path):
+    """120 steps of the fast preset's networks at batch 32 on the default data (about
+    15 s on 2 CPU cores). At the start Q knows nothing about c1 and its bound
+    H(c1) + E log Q(c1|x) is about 0 (cross entropy = ln 10). Once G writes c1 into its
+    images and Q reads it back, the bound climbs toward H(c1) = ln 10 = 2.30; runs
+    of this length end near 1.7 nats. The test asks for more than 1.2 nats, over half
+    of H(c1) and 1 nat above the start: a trainer whose info term failed to train Q
+    or G would stay near 0."""
+    result = _run(["--steps", "120", "--batch-size", "32", "--log-every", "10", "--sample-every", "1000",
+                   "--checkpoint-every", "1000", "--no-eval", "--out", str(tmp_path)])
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    first, last = records[0]["mi_categorical"][0], records[-1]["mi_categorical"][0]
+    assert first < 0.4
+    assert last > 1.2 and last - first > 1.0
+    assert result.step == 120 and records[-1]["step"] == 120
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    common = ["--preset", "smoke", "--checkpoint-every", "4", "--log-every", "3", "--sample-every", "100",
+              "--no-eval"]
+    whole = _run(common + ["--steps", "12", "--out", str(tmp_path / "whole")])
+    _run(common + ["--steps", "7", "--out", str(tmp_path / "parts")])
+    # an interrupted run may have logged past its last checkpoint: the resume drops that
+    with open(tmp_path / "parts" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 99, "stale": True}) + "\n")
+    resumed = _run(["--resume", "--steps", "12", "--out", str(tmp_path / "parts"), "--no-eval"])
+    assert resumed.step == whole.step == 12
+    a, b = ckpt.load(str(tmp_path / "whole" / "checkpoint.pt")), ckpt.load(str(tmp_path / "parts" / "checkpoint.pt"))
+    for part in ("generator", "discriminator"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resuming"
+    for part in ("opt_g", "opt_d"):
+        for idx, state in a[part]["state"].items():
+            for k, v in state.items():
+                assert torch.equal(v, b[part]["state"][idx][k]), f"{part} state {idx}.{k}"
+    assert torch.equal(a["rng"][0]["codes"], b["rng"][0]["codes"]) and a["batch_order"] == b["batch_order"]
+    records = [json.loads(line) for line in open(tmp_path / "parts" / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [3, 6, 7, 9, 12] and not any("stale" in r for r in records)
+    # the training data changed the weights: the equality above is not that of two untouched nets
+    torch.manual_seed(0)
+    fresh, _ = build_models(preset("smoke").widths, SPEC)
+    assert not torch.equal(fresh.state_dict()["fc.0.weight"], a["generator"]["fc.0.weight"])
+
+
+def test_run_writes_its_outputs(tmp_path):
+    result = _run(["--preset", "smoke", "--steps", "6", "--log-every", "2", "--sample-every", "4",
+                   "--checkpoint-every", "4", "--out", str(tmp_path)])
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    for key in ("loss_d", "loss_g", "loss_info", "jsd_bound", "mi_continuous_total", "steps_per_s"):
+        assert isinstance(records[-1][key], float)
+    assert len(records[-1]["mi_categorical"]) == 1 and len(records[-1]["mi_continuous"]) == 2
+    assert records[-1]["mi_categorical"][0] <= 2.303 and records[-1]["steps_per_s"] > 0
+    for name in ("samples.png", "mi.png", "samples/step-000004.png", "samples/step-000006.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]  # atomic writes left no temp file
+    evaluation = json.load(open(tmp_path / "evaluation.json"))
+    assert 0.0 <= evaluation["accuracy"] <= 1.0 and evaluation["images"] == 5000
+    assert result.evaluation["accuracy"] == evaluation["accuracy"]
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = str(tmp_path / "checkpoint.pt")
+    ckpt.save_atomic({"format": ckpt.FORMAT, "step": 1}, path)
+    with pytest.raises(Exception):
+        ckpt.save_atomic({"format": ckpt.FORMAT, "step": 2, "bad": lambda: None}, path)  # cannot pickle
+    assert ckpt.load(path)["step"] == 1  # the old checkpoint survives a failed write
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt: not a readable checkpoint"):
+        ckpt.load(str(tmp_path / "junk.pt"))
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "--steps must be >= 1, got 0"),
+    (["--batch-size", "1"], "--batch-size must be >= 2"),
+    (["--lr-d", "-1"], "--lr-d must be a finite number > 0"),
+    (["--lr-g", "nan"], "--lr-g must be a finite number > 0"),
+    (["--lambda-cat", "-0.5"], "--lambda-cat must be a finite number >= 0"),
+    (["--log-every", "0"], "--log-every must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--dataset", "mnist"], "--dataset mnist needs --data-dir DIR"),
+    (["--data-dir", "/nonexistent/mnist"], "--data-dir /nonexistent/mnist: no such directory"),
+    (["--split", "test"], "--data-dir and --split apply to --dataset mnist, not to --dataset mnist5k"),
+    (["--dataset", "digits", "--split", "train"], "apply to --dataset mnist, not to --dataset digits"),
+    (["--preset", "huge"], "invalid choice: 'huge'"),
+    (["--loss-backend", "cuda", "--device", "cpu"], "--loss-backend cuda cannot run on cpu here"),
+    (["--device", "tpu"], "--device must be cpu or cuda"),
+    (["--resume", "--overwrite"], "--resume and --overwrite exclude each other"),
+    (["--steps", "ten"], "invalid int value: 'ten'"),
+])
+def test_bad_arguments_get_clear_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.parse_config(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_device_without_cuda_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_config(["--device", "cuda"])
+    assert "CUDA is not available here" in capsys.readouterr().err
+
+
+def test_presets():
+    fast, paper = preset("fast"), preset("paper")
+    assert paper.widths == Widths.paper() and paper.batch_size == 128 and paper.steps == 5000
+    assert fast.widths.conv[0] < paper.widths.conv[0] and fast.steps < paper.steps
+    for config in (fast, paper):
+        assert (config.lr_d, config.lr_g, config.beta1, config.noise_dim) == (2e-4, 1e-3, 0.5, 62)
+        assert config.spec == LatentSpec(categorical=(10,), continuous=2, continuous_prior="uniform", std=1.0)
+    config, resume, overwrite = cli.parse_config(["--preset", "paper", "--steps", "7", "--out", "x"])
+    assert (config.preset, config.steps, config.batch_size, config.out, resume) == ("paper", 7, 128, "x", False)
+    assert TrainConfig.from_dict(config.as_dict()) == config
+
+
+def test_existing_run_and_resume_mismatch_are_clear_errors(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    _run(["--preset", "smoke", "--steps", "2", "--no-eval", "--out", out])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        _run(["--preset", "smoke", "--steps", "2", "--out", out])
+    assert e.value.code == 2 and "already holds a run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.parse_config(["--resume", "--lr-g", "0.1", "--out", out])
+    err = capsys.readouterr().err
+    assert "a resumed run keeps the settings of its checkpoint" in err and "lr_g" in err
+    with pytest.raises(SystemExit):
+        cli.parse_config(["--resume", "--out", str(tmp_path / "empty")])
+    assert "no checkpoint at" in capsys.readouterr().err
+    config, resume, _ = cli.parse_config(["--resume", "--steps", "5", "--out", out])
+    assert resume and config.steps == 5 and config.preset == "smoke" and config.batch_size == 16
+
+
+def test_module_entry_point_runs():
+    """``python -m fastmi.train`` is wired up (--help exits before any training)."""
+    out = subprocess.run([sys.executable, "-m", "fastmi.train", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "--loss-backend" in out.stdout and "--resume" in out.stdout
+
+
+# ---- DistributedDataParallel ------------------------------------------------------------------
+
+WORKER = textwrap.dedent("""
+    import os, sys, torch
+    from fastmi.train import cli
+    out = sys.argv[1]
+    result = cli.main(["--preset", "smoke", "--steps", "4", "--batch-size", "16", "--device", "cpu",
+                       "--log-every", "2", "--sample-every", "100", "--no-eval", "--no-progress",
+                       "--out", out])
+    torch.save({"generator": result.generator.state_dict(), "discriminator": result.discriminator.state_dict()},
+               os.path.join(out, "rank%s.pt" % os.environ["RANK"]))
+""")
+
+
+def test_ddp_two_cpu_processes_keep_identical_parameters(tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(worker), str(out)], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(out / f"rank{r}.pt") for r in range(2)]
+    saved = ckpt.load(str(out / "checkpoint.pt"))
+    assert saved["world_size"] == 2 and len(saved["rng"]) == 2
+    # the ranks drew different latents, yet all-reduced gradients keep them in lockstep
+    assert not torch.equal(saved["rng"][0]["codes"], saved["rng"][1]["codes"])
+    for part in ("generator", "discriminator"):
+        for k, v in ranks[0][part].items():
+            if "running" in k or "num_batches" in k:
+                continue  # batch-norm statistics are per rank (rank 0's are broadcast each forward)
+            assert torch.equal(v, ranks[1][part][k]), f"{part}.{k} differs between ranks"
+            assert torch.equal(v, saved[part][k])
+    torch.manual_seed(0)
+    fresh, _ = build_models(preset("smoke").widths, SPEC)
+    assert not torch.equal(fresh.state_dict()["fc.0.weight"], ranks[0]["generator"]["fc.0.weight"])
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [2, 4]
