@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from ..outputs import MIStats
-from .fused_op import define_fused_ops
-from .native_build import build, host_isa_flags
+from .fused_op import define_extension_ops
+from .native_build import build, host_isa_flags, unavailable_reason
 
 DEVICES = ("cpu",)
 _extension = None
@@ -42,22 +42,10 @@ def extension():
 
 
 def is_available():
-    try:
-        extension()
-    except RuntimeError as exc:
-        return str(exc)
-    return None
+    return unavailable_reason(extension)
 
 
-def _forward(*args):
-    return tuple(extension().forward_op(*args))
-
-
-def _backward(*args):
-    return tuple(extension().backward_op(*args))
-
-
-ops = define_fused_ops("cpu", _forward, _backward)
+ops = define_extension_ops("cpu", lambda: extension())  # looked up per call: tests may swap it
 
 
 def loss(inputs, problem):

@@ -108,3 +108,10 @@ def define_fused_ops(backend: str, forward_impl, backward_impl, *, register=torc
 
     Eager.__name__ = Eager.__qualname__ = f"FastmiFused_{backend}"
     return FusedOps(forward_op, backward_op, Eager)
+
+
+def define_extension_ops(backend: str, extension) -> FusedOps:
+    """:func:`define_fused_ops` for a native extension whose module (``extension()``,
+    built on first use) has ``forward_op`` and ``backward_op`` with the op schemas."""
+    return define_fused_ops(backend, lambda *args: tuple(extension().forward_op(*args)),
+                            lambda *args: tuple(extension().backward_op(*args)))

@@ -88,3 +88,12 @@ def host_isa_flags() -> list:
     if capability == "AVX2":
         return ["-mavx2", "-mfma", "-mf16c"]
     return []
+
+
+def unavailable_reason(extension):
+    """None when ``extension()`` loads (building it if needed), else its RuntimeError's text."""
+    try:
+        extension()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
