@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--loss-backend", choices=LOSS_BACKENDS, help="fastmi backend of every loss call "
                      "(default auto)")
     dev.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    dev.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's; on a busy machine "
-                     "--threads 1 avoids OpenMP threads spinning against other processes)")
+    dev.add_argument("--threads", type=int, help="CPU threads of torch (default: one less than the cores, at "
+                     "least 1; results are reproducible at a fixed count)")
     io = p.add_argument_group("output")
     io.add_argument("--out", help="output folder (default runs/infogan-<dataset>)")
     io.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")

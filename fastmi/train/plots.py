@@ -99,7 +99,7 @@ def plot_metrics(records: List[dict], spec: LatentSpec, path: str, fixed_sigma_c
                        ("loss_info", "L_info"), ("jsd_bound", "JSD bound")):
         ax_loss.plot(steps, [r[key] if r[key] is not None else float("nan") for r in records], label=label)
     ax_loss.set_xlabel("step")
-    ax_loss.set_title("losses (nats)")
+    ax_loss.set_title("losses and the JSD bound (nats)")
     ax_loss.legend(fontsize=7)
     if scored:
         ax_acc = axes[2]

@@ -56,12 +56,14 @@ def seed_for(*parts: int) -> int:
 
 
 def default_threads() -> int:
-    """torch's CPU thread count less the cores other processes keep busy (by the
-    1-minute load average). OpenMP threads meet at a barrier after every op, so one
-    thread that shares its core with a busy process stalls them all: measured here,
-    a step on 2 threads with the other core busy ran 13x slower than on 1 thread."""
-    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - busy))
+    """torch's CPU threads, less one core left to the rest of the machine (1 on a
+    2-core machine). OpenMP threads meet at a barrier after every op, so a thread that
+    shares its core with another busy process stalls them all: measured here, a step
+    on 2 threads with the other core busy ran 13x slower than on 1 thread. The count
+    depends on the machine alone, not on its load, because it changes the float
+    rounding: a run is reproducible only at a fixed thread count."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores - 1))
 
 
 def sample_latents(spec: LatentSpec, batch: int, noise_dim: int, rng: torch.Generator):
