@@ -1,0 +1,58 @@
+"""The machine and versions a benchmark result records."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu prints it (from /proc/cpuinfo on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: str) -> str:
+    """"NVIDIA H200" for a GPU; "AMD EPYC, 2 cores" for the CPU."""
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"{cpu_model()}, {os.cpu_count()} cores"
+
+
+def versions() -> dict:
+    out = {"torch": torch.__version__, "python": platform.python_version()}
+    try:
+        import triton
+        out["triton"] = triton.__version__
+    except Exception as exc:  # not installed, or broken
+        out["triton"] = f"unavailable ({type(exc).__name__})"
+    from .. import __version__
+    out["fastmi"] = __version__
+    return out
+
+
+def git_commit(path: Path = Path(__file__).resolve().parent) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except Exception:
+        out = ""
+    return out or "unknown"
+
+
+def describe(device: str) -> dict:
+    """Everything a result records about where it ran."""
+    info = {"device": device, "device_name": device_name(device), **versions(), "fastmi_commit": git_commit(),
+            "threads": torch.get_num_threads(), "cpu": cpu_model(), "cpu_count": os.cpu_count()}
+    if device == "cuda":
+        info["torch_cuda"] = torch.version.cuda
+    return info
