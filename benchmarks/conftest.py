@@ -122,6 +122,11 @@ def bench_env(request, gpu_check):
         pytest.skip("--fastmi-device cuda: no CUDA device is visible")
     torch.set_num_threads(config.getoption("fastmi_threads"))
     P.configure_compile()
+    if not benchmarks_disabled(config) and device == "cpu" and "cpu" in P.base_providers("cpu"):
+        # tests/conftest.py makes the CPU kernel fill its gradient buffers with NaN first
+        # (for the whole session when tests/ ran before): not part of a timed call
+        from fastmi.backends import cpu
+        cpu.extension().set_poison_outputs(False)
     info = bench_env_info.describe(device)
     extra = gpu_check.environment()  # adds the date, nvcc and driver versions, the commit
     for key in ("date", "nvcc", "driver", "torch_cuda"):
