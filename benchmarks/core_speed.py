@@ -4,9 +4,13 @@ torch.compile, side by side in one process, and the cost of the op boundary.
     python benchmarks/core_speed.py [--batches 64 65536] [--threads 2] [--json out.json]
 
 One step = ``fastmi.infogan_loss(...)`` then ``torch.autograd.backward`` of the three
-losses with upstream grads (the D step and the G step both need all of them). Each
-provider is timed over interleaved rounds (median of the per-round means), so a burst of
-load on a shared machine hits every provider alike.
+losses with upstream grads. Each provider is timed over interleaved rounds and the best
+round counts (the usual microbenchmark estimate of the intrinsic cost on a noisy VM);
+interleaving makes a burst of load hit every provider alike.
+
+On the 2-vCPU VMs this project runs on, libgomp's default wait policy makes every
+2-thread OpenMP region (torch's own ops too) several times slower than 1 thread; run
+with ``OMP_WAIT_POLICY=PASSIVE`` (or ``--threads 1``) to measure the code, not that.
 
 Providers:
   cpu          the public API, backend="cpu" (eager calls use the C++ autograd node)
@@ -15,8 +19,11 @@ Providers:
   cpu-pyfn     the same C++ kernels behind a Python torch.autograd.Function
   cpu-op       the same C++ kernels called through the torch.library custom op
                (dispatcher + Python autograd registration), as torch.compile sees them
+  floor        a torch.autograd.Function with the same inputs and outputs that computes
+               nothing: what autograd and the call itself cost, whatever the loss
 
-The last two exist to measure what the op boundary costs an eager call.
+cpu-pyfn and cpu-op measure what the op boundary costs an eager call; floor bounds what
+any implementation can reach at small batch sizes.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
+import os
 import time
 
 import torch
@@ -59,6 +66,25 @@ def _via(path):
     return fn
 
 
+class _Nothing(torch.autograd.Function):
+    """Three 0-d outputs and gradients of the right shapes, no work: the autograd floor."""
+
+    @staticmethod
+    def forward(ctx, real, fake, q):
+        ctx.shapes = (real, fake, q)
+        zero = q.new_zeros(())
+        return zero, zero.clone(), zero.clone()
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return tuple(torch.empty_like(t) for t in ctx.shapes)
+
+
+def _floor(real, fake, q, codes):
+    d, g, i = _Nothing.apply(real, fake, q)
+    return fastmi.InfoGANLossOutput(d, g, i, None)
+
+
 def providers():
     def api(backend):
         return lambda r, f, q, c: fastmi.infogan_loss(r, f, q, c, SPEC, backend=backend)
@@ -68,6 +94,7 @@ def providers():
         "compile": torch.compile(api("reference")),
         "cpu-pyfn": _via("pyfn"),
         "cpu-op": _via("op"),
+        "floor": _floor,
     }
 
 
@@ -96,7 +123,7 @@ def measure(fns, inputs, rounds: int, min_round_s: float):
             for _ in range(iters[name]):
                 step(fn, inputs, upstream)
             samples[name].append((time.perf_counter() - start) / iters[name])
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return {name: min(s) for name, s in samples.items()}
 
 
 def main(argv=None):
@@ -111,7 +138,8 @@ def main(argv=None):
     fns = providers()
     print(f"fastmi {fastmi.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}")
-    print(f"spec {SPEC}, float32, forward + backward of all three losses; median of {args.rounds} rounds")
+    print(f"spec {SPEC}, float32, forward + backward of all three losses; best of {args.rounds} rounds; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     header = f"{'B':>8} " + " ".join(f"{n:>11}" for n in fns) + "   cpu vs eager   cpu vs compile"
     print(header)
     results = []
@@ -123,7 +151,8 @@ def main(argv=None):
         results.append({"batch": batch, "seconds": times})
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": args.threads, "results": results}, f, indent=1)
+            json.dump({"torch": torch.__version__, "threads": args.threads,
+                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

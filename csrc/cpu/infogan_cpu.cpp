@@ -29,6 +29,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <memory>
 #include <utility>
 #include <limits>
 #include <optional>
@@ -90,8 +92,10 @@ struct Layout {
     mu_tile = bern_tile + p.nb;
     logvar_tile = mu_tile + p.n;
     for (; col < W; ++col) tile_cols.push_back(col);
+    identity = tile_width() == W;
   }
   int64_t tile_width() const { return static_cast<int64_t>(tile_cols.size()); }
+  bool identity = false;  // every q column is tiled, in order: tile[t] is column t
 };
 
 // The first invalid code a pass met, row-major (row * codes + code).
@@ -171,6 +175,28 @@ typename Lane<V>::S hsum(V v) {  // in lane order: deterministic
   return s;
 }
 
+// A thread's scratch buffer of n values, on cache lines of its own: two threads' small
+// heap blocks can share a line, and the per-row read-modify-writes of the accumulators
+// then bounce it between cores (measured: 2 threads ran 4x slower than 1).
+template <typename T>
+class Scratch {
+ public:
+  explicit Scratch(int64_t n)
+      : data_(static_cast<T*>(std::aligned_alloc(kLine, round_up(std::max<int64_t>(n, 1) * sizeof(T))))) {
+    TORCH_CHECK(data_ != nullptr, "fastmi cpu: out of memory for a scratch buffer");
+    std::uninitialized_value_construct_n(data_, std::max<int64_t>(n, 1));
+  }
+  ~Scratch() { std::free(data_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  T* data() const { return data_; }
+
+ private:
+  static constexpr size_t kLine = 64;
+  static size_t round_up(size_t bytes) { return (bytes + kLine - 1) / kLine * kLine; }
+  T* data_;
+};
+
 // Raw pointers of one call. T: logits / q dtype; I: index dtype; A: accumulation type.
 template <typename T, typename I, typename A>
 struct Batch {
@@ -206,14 +232,6 @@ V load_lanes(const T* src, int64_t stride, int64_t nr) {
   return gather_lanes<V>(src, stride, nr, std::make_index_sequence<kLanes>{});
 }
 
-// Loads rows [r0, r0 + nr) of the tiled q columns: tile[t] holds column tile_cols[t].
-template <typename T, typename V>
-void load_tile(const T* q, int64_t W, const Layout& lay, int64_t r0, int64_t nr, V* tile) {
-  const T* base = q + r0 * W;
-  const int64_t Wt = lay.tile_width();
-  for (int64_t t = 0; t < Wt; ++t) tile[t] = load_lanes<V>(base + lay.tile_cols[t], W, nr);
-}
-
 // Reads the categorical indices of code k for the lanes; an index outside [0, K) is
 // recorded and replaced by 0, so it is never dereferenced.
 template <typename I>
@@ -232,6 +250,18 @@ void load_indices(const I* cat, int64_t m, int64_t k, int64_t K, int64_t r0, int
   }
 }
 
+// The lanes' (already clamped) indices as a vector of the accumulation type's integer
+// lanes, built in registers, so a one-hot select replaces lane-by-lane stores.
+template <typename A, size_t... R>
+typename LaneOf<A>::I index_lanes(const int64_t* idx, std::index_sequence<R...>) {
+  using E = typename LaneOf<A>::E;
+  return typename LaneOf<A>::I{static_cast<E>(idx[R])...};
+}
+template <typename A>
+typename LaneOf<A>::I index_lanes(const int64_t* idx) {
+  return index_lanes<A>(idx, std::make_index_sequence<kLanes>{});
+}
+
 // Softmax denominators, kept as (max, sum of exp(x - max)) so that the forward takes
 // log-sum-exp = max + log(sum) and the backward softmax = exp(x - max) / sum.
 template <typename V>
@@ -242,7 +272,7 @@ struct ExpSum {
 // The ExpSum of each lane's K logits x[0..K); when ex is given it receives exp(x - max),
 // so the backward pays one exp per logit. A NaN logit makes s NaN, whatever max did.
 template <typename V>
-ExpSum<V> lane_exp_sums(const V* x, int64_t K, V* ex) {
+FASTMI_FN ExpSum<V> lane_exp_sums(const V* x, int64_t K, V* ex) {
   V mx = x[0], s{};
   for (int64_t j = 1; j < K; ++j) mx = x[j] > mx ? x[j] : mx;
   for (int64_t j = 0; j < K; ++j) {
@@ -256,7 +286,7 @@ ExpSum<V> lane_exp_sums(const V* x, int64_t K, V* ex) {
 // n <= kLanes contiguous values x[0..n) as a vector, converted to A; lanes past n get
 // `pad`. float (and double) rows are one vector load, bfloat16 a widening shift.
 template <typename V, typename T>
-V load_row(const T* x, int64_t n, typename Lane<V>::S pad) {
+FASTMI_FN V load_row(const T* x, int64_t n, typename Lane<V>::S pad) {
   using S = typename Lane<V>::S;
   V v;
   if (n == kLanes) {
@@ -279,7 +309,7 @@ V load_row(const T* x, int64_t n, typename Lane<V>::S pad) {
 
 // Stores lanes [0, n) of v to dst, converted to T.
 template <typename T, typename V>
-void store_row(T* dst, V v, int64_t n) {
+FASTMI_FN void store_row(T* dst, V v, int64_t n) {
   if constexpr (std::is_same_v<T, typename Lane<V>::S>) {
     if (n == kLanes) {
       memcpy(dst, &v, sizeof v);
@@ -287,6 +317,74 @@ void store_row(T* dst, V v, int64_t n) {
     }
   }
   for (int64_t r = 0; r < n; ++r) dst[r] = static_cast<T>(v[r]);
+}
+
+// Transposes 8 vectors of 8 lanes in registers (its own inverse): rows of 8 q columns
+// in, 8 columns of 8 rows out. __builtin_shuffle with constant masks compiles to the
+// unpack / shuffle / permute sequence of an AVX 8x8 transpose.
+template <typename V>
+FASTMI_FN void transpose8(V* v) {
+  static_assert(kLanes == 8, "transpose8 is an 8x8 transpose");
+  using I = typename LaneOf<typename Lane<V>::S>::I;
+  auto mix = [](V a, V b, I mask) { return __builtin_shuffle(a, b, mask); };
+  const I lo{0, 8, 1, 9, 4, 12, 5, 13}, hi{2, 10, 3, 11, 6, 14, 7, 15};
+  const I even{0, 1, 8, 9, 4, 5, 12, 13}, odd{2, 3, 10, 11, 6, 7, 14, 15};
+  const I low{0, 1, 2, 3, 8, 9, 10, 11}, high{4, 5, 6, 7, 12, 13, 14, 15};
+  V t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = mix(v[2 * i], v[2 * i + 1], lo);
+    t[2 * i + 1] = mix(v[2 * i], v[2 * i + 1], hi);
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 2; ++i) {
+      u[4 * h + 2 * i] = mix(t[4 * h + i], t[4 * h + i + 2], even);
+      u[4 * h + 2 * i + 1] = mix(t[4 * h + i], t[4 * h + i + 2], odd);
+    }
+  // u[c] holds column c (low half) and c + 4 (high half) of rows 0-3, u[4 + c] of rows 4-7
+  for (int c = 0; c < 4; ++c) {
+    v[c] = mix(u[c], u[4 + c], low);
+    v[c + 4] = mix(u[c], u[4 + c], high);
+  }
+}
+
+// Loads rows [r0, r0 + nr) of the tiled q columns: tile[t] holds column tile_cols[t].
+// When every column is tiled, all kLanes rows are live and W >= 8, the columns come in
+// as windows of 8 (the last window overlaps the one before it instead of leaving a
+// ragged tail), transposed in registers; otherwise column by column, gathered.
+template <typename T, typename V>
+FASTMI_FN void load_tile(const T* q, int64_t W, const Layout& lay, int64_t r0, int64_t nr, V* tile) {
+  const T* base = q + r0 * W;
+  if (lay.identity && nr == kLanes && W >= kLanes) {
+    for (int64_t c0 = 0;; c0 += kLanes) {
+      c0 = std::min(c0, W - kLanes);
+      V window[kLanes];
+      for (int64_t r = 0; r < kLanes; ++r) window[r] = load_row<V>(base + r * W + c0, kLanes, 0);
+      transpose8(window);
+      for (int64_t i = 0; i < kLanes; ++i) tile[c0 + i] = window[i];
+      if (c0 + kLanes >= W) return;
+    }
+  }
+  for (int64_t t = 0; t < lay.tile_width(); ++t) tile[t] = load_lanes<V>(base + lay.tile_cols[t], W, nr);
+}
+
+// Stores the tiled gradient columns of rows [r0, r0 + nr) into grad_q, converted to T:
+// the inverse of load_tile (an overlapping last window writes its first columns twice,
+// with the same values).
+template <typename T, typename V>
+FASTMI_FN void store_tile(T* grad_q, int64_t W, const Layout& lay, int64_t r0, int64_t nr, const V* gtile) {
+  T* base = grad_q + r0 * W;
+  if (lay.identity && nr == kLanes && W >= kLanes) {
+    for (int64_t c0 = 0;; c0 += kLanes) {
+      c0 = std::min(c0, W - kLanes);
+      V window[kLanes];
+      for (int64_t i = 0; i < kLanes; ++i) window[i] = gtile[c0 + i];
+      transpose8(window);
+      for (int64_t r = 0; r < kLanes; ++r) store_row(base + r * W + c0, window[r], kLanes);
+      if (c0 + kLanes >= W) return;
+    }
+  }
+  for (int64_t t = 0; t < lay.tile_width(); ++t)
+    for (int64_t r = 0; r < nr; ++r) base[r * W + lay.tile_cols[t]] = static_cast<T>(gtile[t][r]);
 }
 
 // The (max, sum) of one row's K logits, kLanes logits at a time; lanes past K read
@@ -355,8 +453,9 @@ void forward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay, 
       if (lay.cat_tile[k] >= 0) {
         const V* x = tile + lay.cat_tile[k];
         const ExpSum<V> es = lane_exp_sums(x, K, static_cast<V*>(nullptr));
+        const auto target = index_lanes<A>(idx);
         V picked{};
-        for (int64_t r = 0; r < kLanes; ++r) picked[r] = x[idx[r]][r];
+        for (int64_t j = 0; j < K; ++j) picked = target == static_cast<typename LaneOf<A>::E>(j) ? x[j] : picked;
         e = es.mx + fm_log(es.s) - picked;
       } else {
         for (int64_t r = 0; r < nr; ++r) {
@@ -407,12 +506,12 @@ void forward_kernel(const Batch<T, I, A>& b, const Problem& p, double* losses, d
   std::vector<CodeError> errors(chunks);
 
   auto run = [&](int64_t c0, int64_t c1) {
-    std::vector<V> acc(S), tile(std::max<int64_t>(lay.tile_width(), 1));
+    Scratch<V> acc(S), tile(lay.tile_width());
     for (int64_t c = c0; c < c1; ++c) {
-      std::fill(acc.begin(), acc.end(), V{});
+      std::fill(acc.data(), acc.data() + S, V{});
       forward_rows(b, p, lay, c * per_chunk, std::min(rows, (c + 1) * per_chunk), acc.data(), tile.data(),
                    &errors[c]);
-      for (int64_t s = 0; s < S; ++s) partial[c * S + s] = static_cast<double>(hsum(acc[s]));
+      for (int64_t s = 0; s < S; ++s) partial[c * S + s] = static_cast<double>(hsum(acc.data()[s]));
     }
   };
   if (chunks == 1) run(0, 1);  // skip the OpenMP fork for small batches
@@ -464,9 +563,11 @@ void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay,
         V* g = gtile + lay.cat_tile[k];
         const ExpSum<V> es = lane_exp_sums(x, K, g);  // g <- exp(x - max)
         const V rs = A(1) / es.s;
-        for (int64_t j = 0; j < K; ++j) g[j] *= rs;                         // softmax
-        for (int64_t r = 0; r < kLanes; ++r) g[idx[r]][r] -= A(1);          // - onehot, at A precision
-        for (int64_t j = 0; j < K; ++j) g[j] *= sc.cat;
+        const auto target = index_lanes<A>(idx);
+        for (int64_t j = 0; j < K; ++j) {
+          const V p = g[j] * rs;                                                  // softmax
+          g[j] = sc.cat * (target == static_cast<typename LaneOf<A>::E>(j) ? p - A(1) : p);  // - onehot, at A
+        }
       } else {
         for (int64_t r = 0; r < nr; ++r) {
           const T* x = b.q + (r0 + r) * W + lay.cat_col[k];
@@ -499,10 +600,7 @@ void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay,
       }
     }
 
-    for (int64_t r = 0; r < nr; ++r) {
-      T* row = grad_q + (r0 + r) * W;
-      for (int64_t t = 0; t < Wt; ++t) row[lay.tile_cols[t]] = static_cast<T>(gtile[t][r]);
-    }
+    store_tile(grad_q, W, lay, r0, nr, gtile);
   }
 }
 
@@ -519,8 +617,8 @@ void backward_kernel(const Batch<T, I, A>& b, const Problem& p, double gD, doubl
   for (int64_t k : p.cat_sizes) max_k = std::max(max_k, k);
   auto run = [&](int64_t c0, int64_t c1) {
     const int64_t Wt = std::max<int64_t>(lay.tile_width(), 1);
-    std::vector<V> tile(Wt), gtile(Wt);
-    std::vector<A> row_ex(max_k);
+    Scratch<V> tile(Wt), gtile(Wt);
+    Scratch<A> row_ex(max_k);
     for (int64_t c = c0; c < c1; ++c)
       backward_rows(b, p, lay, sc, c * per_chunk, std::min(rows, (c + 1) * per_chunk), grad_real, grad_fake,
                     grad_q, tile.data(), gtile.data(), row_ex.data());
