@@ -216,6 +216,10 @@ class _Sm90Driver:
         return TARGET
 
 
+# torch's own config.patch, not monkeypatch: pytest >= 9.2 restores an attribute that is
+# missing from the module __dict__ by deleting it, and deleting a torch config entry hides
+# it for the rest of the session (every later torch.compile then fails).
+@torch._functorch.config.patch(force_non_lazy_backward_lowering=True)
 def test_compile_traces_the_kernels_without_graph_break(monkeypatch):
     """torch.compile(fullgraph=True) of a loss and its backward with the GPU registration
     (triton_op): AOTAutograd decomposes the ops into triton_kernel_wrapper_functional
@@ -225,7 +229,6 @@ def test_compile_traces_the_kernels_without_graph_break(monkeypatch):
     from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
 
-    monkeypatch.setattr(torch._functorch.config, "force_non_lazy_backward_lowering", True)
     monkeypatch.setattr(triton.runtime.driver, "_active", _Sm90Driver())
     graphs = []
 
