@@ -56,15 +56,13 @@ template <typename V>
 struct Lane;
 
 // Cephes-style exp for float elements: exp(x) = 2^n exp(r), n = round(x / ln 2),
-// |r| <= ln2 / 2. 2^n is applied as two halves so that results down to the subnormals
-// and up to overflow come out right; a NaN passes the clamps and comes out NaN.
+// |r| <= ln2 / 2. exp_reduced returns exp(r) and n for an x already clamped to the range
+// its caller handles.
 template <typename V>
-FASTMI_FN V exp_poly(V x) {
+FASTMI_FN V exp_reduced(V xc, V& n) {
   using L = Lane<V>;
-  V xc = x < -104.0f ? L::splat(-104.0f) : x;
-  xc = xc > 89.0f ? L::splat(89.0f) : xc;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  V n = (xc * 1.44269504088896341f + magic) - magic;
+  n = (xc * 1.44269504088896341f + magic) - magic;
   V r = xc - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
   V z = r * r;
@@ -74,10 +72,34 @@ FASTMI_FN V exp_poly(V x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  V y = p * z + r + 1.0f;
+  return p * z + r + 1.0f;
+}
+
+// exp(x) for any x: 2^n is applied as two halves so that results down to the subnormals
+// and up to overflow come out right; a NaN passes the clamps and comes out NaN.
+template <typename V>
+FASTMI_FN V exp_poly(V x) {
+  using L = Lane<V>;
+  V xc = x < -104.0f ? L::splat(-104.0f) : x;
+  xc = xc > 89.0f ? L::splat(89.0f) : xc;
+  V n;
+  V y = exp_reduced(xc, n);
   auto ni = L::to_int(n);
   auto n1 = ni >> 1;
   return y * L::from_bits((n1 + 127) << 23) * L::from_bits((ni - n1 + 127) << 23);
+}
+
+// exp(x) for x <= 0 (softmax numerators, exp(-|x|)): one clamp and one scale instead of
+// two and two, as n >= -126 makes 2^n a normal float. Results below 2^-126 (x < -87.34)
+// flush to 0, which no loss or gradient here can tell from a subnormal; NaN stays NaN.
+template <typename V>
+FASTMI_FN V exp_nonpos_poly(V x) {
+  using L = Lane<V>;
+  auto tiny = x < -87.33654f;
+  V n;
+  V y = exp_reduced(tiny ? L::splat(0.0f) : x, n);
+  V result = y * L::from_bits((L::to_int(n) + 127) << 23);
+  return tiny ? L::splat(0.0f) : result;
 }
 
 // Cephes-style log for float elements x > 0; +inf and NaN pass through.
@@ -133,10 +155,12 @@ struct Lane<float> {
   }
 #if defined(__CUDA_ARCH__)
   static FASTMI_FN float exp(float x) { return expf(x); }
+  static FASTMI_FN float exp_nonpos(float x) { return expf(x); }
   static FASTMI_FN float log(float x) { return logf(x); }
   static FASTMI_FN float log1p(float x) { return log1pf(x); }
 #else
   static FASTMI_FN float exp(float x) { return exp_poly(x); }
+  static FASTMI_FN float exp_nonpos(float x) { return exp_nonpos_poly(x); }
   static FASTMI_FN float log(float x) { return log_poly(x); }
   static FASTMI_FN float log1p(float x) { return log1p_poly(x); }
 #endif
@@ -147,6 +171,7 @@ struct Lane<double> {
   using S = double;
   static FASTMI_FN double splat(double s) { return s; }
   static FASTMI_FN double exp(double x) { return ::exp(x); }
+  static FASTMI_FN double exp_nonpos(double x) { return ::exp(x); }
   static FASTMI_FN double log(double x) { return ::log(x); }
 #if defined(__CUDA_ARCH__)
   // log1p(y) for y in [0, 1] (its one use here: y = exp(-|x|)), as log1p_poly corrects
@@ -170,6 +195,9 @@ struct Lane<double> {
 
 template <typename V>
 FASTMI_FN V fm_exp(V x) { return Lane<V>::exp(x); }
+// exp(x) for x <= 0 or NaN; it may flush results below the smallest normal to 0.
+template <typename V>
+FASTMI_FN V fm_exp_nonpos(V x) { return Lane<V>::exp_nonpos(x); }
 template <typename V>
 FASTMI_FN V fm_log(V x) { return Lane<V>::log(x); }
 template <typename V>
@@ -196,7 +224,7 @@ struct SoftplusPair {
 };
 template <typename V>
 FASTMI_FN SoftplusPair<V> softplus_pair(V x) {
-  V tail = fm_log1p(fm_exp(-fm_abs(x)));
+  V tail = fm_log1p(fm_exp_nonpos(-fm_abs(x)));
   return {fm_max0(x) + tail, fm_max0(-x) + tail};
 }
 
@@ -228,7 +256,7 @@ struct SigmoidPair {
 template <typename V>
 FASTMI_FN SigmoidPair<V> sigmoid_pair(V x) {
   using S = typename Lane<V>::S;
-  V e = fm_exp(-fm_abs(x));
+  V e = fm_exp_nonpos(-fm_abs(x));
   V inv = S(1) / (S(1) + e);
   V small = e * inv;  // sigmoid(-|x|)
   auto nonneg = x >= S(0);

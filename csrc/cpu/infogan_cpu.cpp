@@ -36,6 +36,7 @@
 #include <optional>
 #include <vector>
 
+#include "../common/check_inputs.h"
 #include "../common/infogan_math.h"
 
 namespace fastmi {
@@ -131,6 +132,7 @@ struct Lane<f32xL> {
   static FASTMI_FN i32xL bits(f32xL f) { return reinterpret_cast<i32xL>(f); }
   static FASTMI_FN f32xL from_bits(i32xL b) { return reinterpret_cast<f32xL>(b); }
   static FASTMI_FN f32xL exp(f32xL x) { return exp_poly(x); }
+  static FASTMI_FN f32xL exp_nonpos(f32xL x) { return exp_nonpos_poly(x); }
   static FASTMI_FN f32xL log(f32xL x) { return log_poly(x); }
   static FASTMI_FN f32xL log1p(f32xL x) { return log1p_poly(x); }
 };
@@ -147,6 +149,7 @@ struct Lane<f64xL> {
     return x;
   }
   static FASTMI_FN f64xL exp(f64xL x) { return map(x, [](double v) { return std::exp(v); }); }
+  static FASTMI_FN f64xL exp_nonpos(f64xL x) { return exp(x); }
   static FASTMI_FN f64xL log(f64xL x) { return map(x, [](double v) { return std::log(v); }); }
   static FASTMI_FN f64xL log1p(f64xL x) { return map(x, [](double v) { return std::log1p(v); }); }
 };
@@ -276,7 +279,7 @@ FASTMI_FN ExpSum<V> lane_exp_sums(const V* x, int64_t K, V* ex) {
   V mx = x[0], s{};
   for (int64_t j = 1; j < K; ++j) mx = x[j] > mx ? x[j] : mx;
   for (int64_t j = 0; j < K; ++j) {
-    const V e = fm_exp(x[j] - mx);
+    const V e = fm_exp_nonpos(x[j] - mx);
     if (ex != nullptr) ex[j] = e;
     s += e;
   }
@@ -403,7 +406,7 @@ std::pair<A, A> row_exp_sum(const T* x, int64_t K, A* ex) {
   V vs{};
   for (int64_t j0 = 0; j0 < K; j0 += kLanes) {
     const int64_t n = std::min(kLanes, K - j0);
-    const V e = fm_exp(load_row<V>(x + j0, n, neg_inf) - mx);
+    const V e = fm_exp_nonpos(load_row<V>(x + j0, n, neg_inf) - mx);
     vs += e;
     if (ex != nullptr) store_row(ex + j0, e, n);
   }
@@ -426,7 +429,7 @@ void forward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay, 
   for (int64_t r0 = lo; r0 < real_hi; r0 += kLanes) {
     const int64_t nr = std::min(kLanes, real_hi - r0);
     const auto live = iota < static_cast<typename LaneOf<A>::E>(nr);
-    const SoftplusPair<V> sp = softplus_pair(load_lanes<V>(b.real + r0, 1, nr));
+    const SoftplusPair<V> sp = softplus_pair(load_row<V>(b.real + r0, nr, 0));
     acc[kRealNeg] += live ? sp.neg : zero;
     acc[kRealPos] += live ? sp.pos : zero;
   }
@@ -440,7 +443,7 @@ void forward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay, 
     load_tile(b.q, W, lay, r0, nr, tile);
 
     if (b.fake != nullptr) {
-      const SoftplusPair<V> sp = softplus_pair(load_lanes<V>(b.fake + r0, 1, nr));
+      const SoftplusPair<V> sp = softplus_pair(load_row<V>(b.fake + r0, nr, 0));
       acc[kFakePos] += live ? sp.pos : zero;
       acc[kFakeNeg] += live ? sp.neg : zero;
     }
@@ -539,8 +542,8 @@ void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay,
   const int64_t real_hi = std::min(hi, b.Br);
   for (int64_t r0 = lo; r0 < real_hi; r0 += kLanes) {
     const int64_t nr = std::min(kLanes, real_hi - r0);
-    const V g = real_grad(load_lanes<V>(b.real + r0, 1, nr), sc);
-    for (int64_t r = 0; r < nr; ++r) grad_real[r0 + r] = static_cast<T>(g[r]);
+    const V g = real_grad(load_row<V>(b.real + r0, nr, 0), sc);
+    store_row(grad_real + r0, g, nr);
   }
 
   const int64_t q_hi = std::min(hi, b.Bq);
@@ -550,8 +553,8 @@ void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay,
     load_tile(b.q, W, lay, r0, nr, tile);
 
     if (b.fake != nullptr) {
-      const V g = fake_grad(load_lanes<V>(b.fake + r0, 1, nr), sc, p.minimax);
-      for (int64_t r = 0; r < nr; ++r) grad_fake[r0 + r] = static_cast<T>(g[r]);
+      const V g = fake_grad(load_row<V>(b.fake + r0, nr, 0), sc, p.minimax);
+      store_row(grad_fake + r0, g, nr);
     }
 
     for (int64_t k = 0; k < m; ++k) {
@@ -654,51 +657,12 @@ Problem make_problem(std::vector<int64_t> cat_sizes, int64_t nb, int64_t n, bool
   return p;
 }
 
-bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
-
-// The kernels trust their pointers, so every shape, dtype and layout is checked here,
-// whoever calls (the public API has already said the same more politely).
+// The checks every entry point runs before the kernels trust their pointers.
 void check_inputs(const OptTensor& real, const OptTensor& fake, const Tensor& q, const OptTensor& cat,
                   const OptTensor& bern, const OptTensor& cont, const Problem& p) {
-  TORCH_CHECK_VALUE(q.device().is_cpu(), "fastmi cpu: q must be a CPU tensor, got ", q.device());
-  TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()), "fastmi cpu: q must be floating, got ", q.scalar_type());
-  TORCH_CHECK_VALUE(q.dim() == 2 && q.size(1) == p.width() && q.size(0) >= 1 && q.is_contiguous(),
-                    "fastmi cpu: q must be a contiguous [B >= 1, ", p.width(), "] tensor, got ", q.sizes());
-  const int64_t B = q.size(0);
-  const auto acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto check_logits = [&](const OptTensor& t, const char* name, int64_t rows) {
-    if (!present(t)) return;
-    TORCH_CHECK_VALUE(t->device().is_cpu() && t->dim() == 1 && t->numel() >= 1 && t->is_contiguous() &&
-                          (rows < 0 || t->numel() == rows),
-                      "fastmi cpu: ", name, " must be a contiguous 1-D CPU tensor of ",
-                      rows < 0 ? "B >= 1" : std::to_string(rows), " rows, got ", t->sizes());
-    TORCH_CHECK_TYPE(t->scalar_type() == q.scalar_type(), "fastmi cpu: ", name, " must have q's dtype ",
-                     q.scalar_type(), ", got ", t->scalar_type());
-  };
-  check_logits(real, "real_logits", -1);
-  check_logits(fake, "fake_logits", B);
-  auto check_codes = [&](const OptTensor& t, const char* name, int64_t width, bool index) {
-    if (width == 0) return;
-    TORCH_CHECK_VALUE(present(t), "fastmi cpu: codes.", name, " is missing for a spec with ", width, " codes");
-    TORCH_CHECK_VALUE(t->device().is_cpu() && t->dim() == 2 && t->size(0) == B && t->size(1) == width &&
-                          t->is_contiguous(),
-                      "fastmi cpu: codes.", name, " must be a contiguous [", B, ", ", width, "] CPU tensor, got ",
-                      t->sizes());
-    if (index) {
-      TORCH_CHECK_TYPE(t->scalar_type() == at::kInt || t->scalar_type() == at::kLong, "fastmi cpu: codes.",
-                       name, " must be int32 or int64, got ", t->scalar_type());
-    } else {
-      TORCH_CHECK_TYPE(t->scalar_type() == acc, "fastmi cpu: codes.", name, " must be ", acc, ", got ",
-                       t->scalar_type());
-    }
-  };
-  check_codes(cat, "categorical", p.m(), true);
-  check_codes(bern, "bernoulli", p.nb, false);
-  check_codes(cont, "continuous", p.n, false);
+  fastmi::check_inputs("fastmi cpu", at::kCPU, real, fake, q, cat, bern, cont, {p.width(), p.m(), p.nb, p.n});
 }
 
-// Calls fn(T{}, I{}, A{}) for the dtypes of q (T), the categorical codes (I) and the
-// accumulation (A).
 template <typename Fn>
 void dispatch(const Tensor& q, const OptTensor& cat, Fn&& fn) {
   const bool int32 = present(cat) && cat->scalar_type() == at::kInt;

@@ -29,12 +29,14 @@
 #include <string>
 #include <vector>
 
+#include "../common/check_inputs.h"
 #include "infogan_cuda.h"
 
 namespace {
 
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
+using fastmi::present;
 
 #if defined(FASTMI_CUDA_EMULATION)
 constexpr at::DeviceType kDevice = at::kCPU;
@@ -46,7 +48,6 @@ constexpr const char* kWho = "fastmi cuda";
 void* current_stream() { return static_cast<void*>(c10::cuda::getCurrentCUDAStream().stream()); }
 #endif
 
-bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
 
 // Output buffers come from at::empty. The emulation build fills them with NaN first, so
 // that an element the kernels forget to write fails the tests instead of passing by luck.
@@ -106,50 +107,12 @@ int dtype_code(at::ScalarType t) {
   return -1;
 }
 
-// The kernels trust their pointers, so every shape, dtype, device and layout is checked
-// here, whoever calls (the public API has already said the same more politely).
+// Every shape, dtype, device and layout checked (csrc/common/check_inputs.h), and the
+// pointers the kernels take.
 FastmiInputs check_inputs(const OptTensor& real, const OptTensor& fake, const Tensor& q, const OptTensor& cat,
                           const OptTensor& bern, const OptTensor& cont, const FastmiProblem& p) {
-  TORCH_CHECK_VALUE(q.device().type() == kDevice, kWho, ": q must be a ", c10::DeviceTypeName(kDevice),
-                    " tensor, got ", q.device());
+  const int64_t B = fastmi::check_inputs(kWho, kDevice, real, fake, q, cat, bern, cont, {p.W, p.m, p.nb, p.n});
   const int dtype = dtype_code(q.scalar_type());
-  TORCH_CHECK_VALUE(q.dim() == 2 && q.size(1) == p.W && q.size(0) >= 1 && q.is_contiguous(), kWho,
-                    ": q must be a contiguous [B >= 1, ", p.W, "] tensor, got ", q.sizes());
-  const int64_t B = q.size(0);
-  const auto acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto same_device = [&](const Tensor& t, const char* name) {
-    TORCH_CHECK_VALUE(t.device() == q.device(), kWho, ": ", name, " is on ", t.device(), " but q is on ",
-                      q.device());
-  };
-  auto check_logits = [&](const OptTensor& t, const char* name, int64_t rows) {
-    if (!present(t)) return;
-    same_device(*t, name);
-    TORCH_CHECK_VALUE(t->dim() == 1 && t->numel() >= 1 && t->is_contiguous() && (rows < 0 || t->numel() == rows),
-                      kWho, ": ", name, " must be a contiguous 1-D tensor of ",
-                      rows < 0 ? std::string("B >= 1") : std::to_string(rows), " rows, got ", t->sizes());
-    TORCH_CHECK_TYPE(t->scalar_type() == q.scalar_type(), kWho, ": ", name, " must have q's dtype ",
-                     q.scalar_type(), ", got ", t->scalar_type());
-  };
-  check_logits(real, "real_logits", -1);
-  check_logits(fake, "fake_logits", B);
-  auto check_codes = [&](const OptTensor& t, const char* name, int64_t width, bool index) {
-    if (width == 0) return;
-    TORCH_CHECK_VALUE(present(t), kWho, ": codes.", name, " is missing for a spec with ", width, " codes");
-    same_device(*t, name);
-    TORCH_CHECK_VALUE(t->dim() == 2 && t->size(0) == B && t->size(1) == width && t->is_contiguous(), kWho,
-                      ": codes.", name, " must be a contiguous [", B, ", ", width, "] tensor, got ", t->sizes());
-    if (index) {
-      TORCH_CHECK_TYPE(t->scalar_type() == at::kInt || t->scalar_type() == at::kLong, kWho, ": codes.", name,
-                       " must be int32 or int64, got ", t->scalar_type());
-    } else {
-      TORCH_CHECK_TYPE(t->scalar_type() == acc, kWho, ": codes.", name, " must be ", acc, ", got ",
-                       t->scalar_type());
-    }
-  };
-  check_codes(cat, "categorical", p.m, true);
-  check_codes(bern, "bernoulli", p.nb, false);
-  check_codes(cont, "continuous", p.n, false);
-
   FastmiInputs in;
   std::memset(&in, 0, sizeof in);
   in.real = present(real) ? real->data_ptr() : nullptr;
