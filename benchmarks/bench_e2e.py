@@ -16,7 +16,6 @@ round) after two warm-up steps.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from fastmi.bench import providers as P

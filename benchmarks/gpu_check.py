@@ -74,14 +74,9 @@ ensure_importable()
 import torch  # noqa: E402
 
 import fastmi  # noqa: E402
-from helpers import TOLERANCES, check_backend, random_case, random_upstream  # noqa: E402
+from helpers import (CONT_ONLY, HUGE, MNIST, MULTI, RICH, TOLERANCES, WIDE, check_backend,  # noqa: E402
+                     random_case, random_upstream)
 
-MNIST = fastmi.LatentSpec(categorical=(10,), continuous=2)
-RICH = fastmi.LatentSpec(categorical=(3, 7), bernoulli=2, continuous=3, continuous_prior="normal", std=0.7)
-WIDE = fastmi.LatentSpec(categorical=(1000,), continuous=4)
-MULTI = fastmi.LatentSpec(categorical=(3, 70, 5), bernoulli=3, continuous=2)
-HUGE = fastmi.LatentSpec(categorical=(65536, 5), bernoulli=1, continuous=1)
-CONT_ONLY = fastmi.LatentSpec(categorical=(), continuous=3, std=1.3)
 BACKENDS = ("cuda", "triton")
 F32, BF16, F16, F64 = torch.float32, torch.bfloat16, torch.float16, torch.float64
 

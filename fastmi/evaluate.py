@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from typing import Optional
@@ -188,24 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list] = None) -> dict:
-    from .backends import backend_name
     from .train.checkpoint import load_models
     from .train.datasets import DataError, load_dataset
-    from .train.distributed import resolve_device
+    from .train.distributed import resolve_execution
 
     parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("mi_samples", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    try:
-        device = resolve_device(args.device)
-    except ValueError as e:
-        parser.error(str(e))
-    try:
-        backend_name(args.loss_backend, device.type)
-    except (ValueError, ImportError) as e:  # ImportError: a backend whose module is not there
-        parser.error(f"--loss-backend {args.loss_backend} cannot run on {device.type} here: {e}")
+    device = resolve_execution(parser, args.device, args.loss_backend)
     try:
         config, generator, discriminator, step = load_models(args.checkpoint, device)
     except (FileNotFoundError, ValueError) as e:

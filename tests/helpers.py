@@ -20,6 +20,16 @@ TOLERANCES = {
     torch.bfloat16: (1e-2, 1e-2),
     torch.float16: (1e-2, 1e-2),
 }
+# Specs of the GPU kernels' checks (tests/test_cuda_emulation.py, benchmarks/gpu_check.py):
+# the paper's MNIST, every option at once, a K past any block, several K, K = 65536, and
+# specs without a categorical code.
+MNIST = fastmi.LatentSpec(categorical=(10,), continuous=2)
+RICH = fastmi.LatentSpec(categorical=(3, 7), bernoulli=2, continuous=3, continuous_prior="normal", std=0.7)
+WIDE = fastmi.LatentSpec(categorical=(1000,), continuous=4)
+MULTI = fastmi.LatentSpec(categorical=(3, 70, 5), bernoulli=3, continuous=2)
+HUGE = fastmi.LatentSpec(categorical=(65536, 5), bernoulli=1, continuous=1)
+CONT_ONLY = fastmi.LatentSpec(categorical=(), continuous=3, std=1.3)
+BERN_ONLY = fastmi.LatentSpec(categorical=(), bernoulli=4, continuous=0)
 OPTION_NAMES = ("lambda_cat", "lambda_cont", "generator_loss", "real_label", "reduction")
 
 

@@ -10,10 +10,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import fastmi
-from helpers import check_backend, evaluate, oracle, random_case, random_upstream, assert_matches_oracle
+from helpers import MNIST, RICH, check_backend, evaluate, oracle, random_case, random_upstream
 
-MNIST = fastmi.LatentSpec(categorical=(10,), continuous=2)
-RICH = fastmi.LatentSpec(categorical=(3, 7), bernoulli=2, continuous=3, continuous_prior="normal", std=0.7)
 WIDE = fastmi.LatentSpec(categorical=(1000,), continuous=4)
 BATCHES = [1, 2, 63, 64, 65, 4097]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]

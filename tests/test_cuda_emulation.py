@@ -21,16 +21,10 @@ import fastmi.backends as backends
 from fastmi.backends import cuda
 from fastmi.inputs import prepare_inputs
 from fastmi.problem import make_problem
-from helpers import assert_close, check_backend, oracle, random_case, random_upstream
+from helpers import (BERN_ONLY, CONT_ONLY, HUGE, MNIST, MULTI, RICH, WIDE, assert_close, check_backend, oracle,
+                     random_case, random_upstream)
 
 TILE, WARP, BLOCK, AUTO = 0, 1, 2, -1
-MNIST = fastmi.LatentSpec(categorical=(10,), continuous=2)
-RICH = fastmi.LatentSpec(categorical=(3, 7), bernoulli=2, continuous=3, continuous_prior="normal", std=0.7)
-WIDE = fastmi.LatentSpec(categorical=(1000,), continuous=4)
-MULTI = fastmi.LatentSpec(categorical=(3, 70, 5), bernoulli=3, continuous=2)
-HUGE = fastmi.LatentSpec(categorical=(65536, 5), bernoulli=1, continuous=1)
-CONT_ONLY = fastmi.LatentSpec(categorical=(), continuous=3, std=1.3)
-BERN_ONLY = fastmi.LatentSpec(categorical=(), bernoulli=4, continuous=0)
 
 
 @pytest.fixture(scope="module")

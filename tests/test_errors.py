@@ -3,7 +3,6 @@
 import re
 
 import pytest
-import torch
 
 import fastmi
 from helpers import random_case

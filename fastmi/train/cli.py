@@ -92,17 +92,9 @@ def _check(parser: argparse.ArgumentParser, config: TrainConfig) -> None:
             parser.error(f"--data-dir {config.data_dir}: no such directory")
     elif config.data_dir is not None or config.split is not None:
         parser.error(f"--data-dir and --split apply to --dataset mnist, not to --dataset {config.dataset}")
-    from ..backends import backend_name
-    from .distributed import resolve_device
+    from .distributed import resolve_execution
 
-    try:
-        device = resolve_device(config.device)
-    except ValueError as e:
-        parser.error(str(e))
-    try:
-        backend_name(config.loss_backend, device.type)
-    except (ValueError, ImportError) as e:  # ImportError: a backend whose module is not there
-        parser.error(f"--loss-backend {config.loss_backend} cannot run on {device.type} here: {e}")
+    resolve_execution(parser, config.device, config.loss_backend)
 
 
 def parse_config(argv: Optional[list] = None):

@@ -44,6 +44,22 @@ def resolve_device(name: Optional[str]) -> torch.device:
     return device
 
 
+def resolve_execution(parser, device_name: Optional[str], loss_backend: str) -> torch.device:
+    """The device of ``--device`` (see resolve_device), after checking that
+    ``--loss-backend`` runs on it; a bad value of either ends in ``parser.error``."""
+    from ..backends import backend_name
+
+    try:
+        device = resolve_device(device_name)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        backend_name(loss_backend, device.type)
+    except (ValueError, ImportError) as e:  # ImportError: a backend whose module is not there
+        parser.error(f"--loss-backend {loss_backend} cannot run on {device.type} here: {e}")
+    return device
+
+
 def setup(device_name: Optional[str]) -> World:
     """Joins the process group when launched by torchrun (WORLD_SIZE > 1)."""
     device = resolve_device(device_name)
