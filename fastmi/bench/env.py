@@ -55,4 +55,8 @@ def describe(device: str) -> dict:
             "threads": torch.get_num_threads(), "cpu": cpu_model(), "cpu_count": os.cpu_count()}
     if device == "cuda":
         info["torch_cuda"] = torch.version.cuda
+    else:
+        # libgomp's spin-then-sleep default makes every 2-thread region of a 2-vCPU VM
+        # several times slower (benchmarks/core_speed.py); a CPU result says which it ran with
+        info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "default")
     return info

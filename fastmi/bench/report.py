@@ -131,7 +131,7 @@ def environment(results) -> dict:
     for row in results["rows"]:
         if row.get("device_name"):
             keys = ("device", "device_name", "torch", "triton", "python", "fastmi", "fastmi_commit", "threads",
-                    "torch_cuda", "nvcc", "driver", "date")
+                    "omp_wait_policy", "torch_cuda", "nvcc", "driver", "date")
             return {k: row.get(k) for k in keys if row.get(k) is not None}
     return {}
 
@@ -140,6 +140,8 @@ def environment_line(env: dict, when) -> str:
     parts = [f"**{env.get('device_name', 'unknown device')}**"]
     if env.get("device") == "cpu":
         parts.append(f"{env.get('threads')} torch threads")
+        if env.get("omp_wait_policy"):
+            parts.append(f"OMP_WAIT_POLICY={env['omp_wait_policy']}")
     parts.append(f"torch {env.get('torch')}")
     parts.append(f"triton {env.get('triton')}")
     if env.get("torch_cuda"):
