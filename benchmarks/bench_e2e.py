@@ -16,6 +16,8 @@ round) after two warm-up steps.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from fastmi.bench import providers as P
@@ -26,7 +28,7 @@ from fastmi.train.models import build_models
 
 BATCH = 64
 MIN_ROUNDS = 15  # a CPU step takes about 0.4 s, in which the loss is a fraction of a ms: a steady median
-_first_step_losses: dict = {}
+_eager_first_step: Optional[tuple] = None  # the eager provider's (D, G) losses of the first step
 
 
 def _setup(device: str, provider: str):
@@ -50,34 +52,31 @@ def _setup(device: str, provider: str):
         g_losses = trainer.generator_step(discriminator, opt_g, g_params, fake, codes, spec, **options)
         return d_losses.discriminator.detach(), g_losses.generator.detach()
 
-    return config, spec, generator, discriminator, step
+    return config, generator, discriminator, step
 
 
 def test_train_step(benchmark, e2e_provider, bench_env, bench_tools, monkeypatch):
     record, rounds_for = bench_tools
     device = bench_env["device"]
     if e2e_provider in P.COMPILE_MODES:
-        mode = P.COMPILE_MODES[e2e_provider]
-        monkeypatch.setattr(trainer, "infogan_loss", torch.compile(infogan_loss, mode=None if mode == "default"
-                                                                   else mode, fullgraph=True, dynamic=False))
-    config, spec, generator, discriminator, step = _setup(device, e2e_provider)
+        monkeypatch.setattr(trainer, "infogan_loss", P.compile_fn(infogan_loss, P.COMPILE_MODES[e2e_provider]))
+    config, generator, discriminator, step = _setup(device, e2e_provider)
+    spec = config.spec
 
     # the first step from the seeded start: every provider's losses match the eager one's
     before = [p.detach().clone() for p in (*generator.parameters(), *discriminator.parameters())]
     first = step()
-    if "eager" not in _first_step_losses:
-        _first_step_losses["eager"] = _setup(device, "eager")[-1]() if e2e_provider != "eager" else first
-    torch.testing.assert_close(torch.stack(first), torch.stack(_first_step_losses["eager"]), rtol=1e-3, atol=1e-4,
+    global _eager_first_step
+    if _eager_first_step is None:
+        _eager_first_step = _setup(device, "eager")[-1]() if e2e_provider != "eager" else first
+    torch.testing.assert_close(torch.stack(first), torch.stack(_eager_first_step), rtol=1e-3, atol=1e-4,
                                msg=lambda m: f"{e2e_provider}: first step's (D, G) losses differ from eager: {m}")
     after = list((*generator.parameters(), *discriminator.parameters()))
     assert all(not torch.equal(a, b) for a, b in zip(before, after)), "a step left some parameters unchanged"
 
     rounds = 1
     if not benchmark.disabled:
-        step()
-        start = P.timer()
-        step()
-        rounds = max(MIN_ROUNDS, rounds_for(P.timer() - start))
+        rounds = max(MIN_ROUNDS, rounds_for(P.warm_up(P.Runner(step, None, "losses"), calls=2)))
     benchmark.group = f"train step B={BATCH}"
     losses = benchmark.pedantic(step, rounds=rounds)
     assert all(bool(torch.isfinite(t)) for t in losses)

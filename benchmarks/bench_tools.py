@@ -123,7 +123,7 @@ def test_report_merges_files_and_refuses_empty_input(tmp_path):
     first = data["benchmarks"][0]
     first["stats"]["median"] = 2e-3  # a rerun of one test replaces the first file's result
     (tmp_path / "b.json").write_text(json.dumps({"benchmarks": [first]}))
-    merged = report.load([tmp_path / "a.json", tmp_path / "b.json"])
+    merged = report.load(report.read([tmp_path / "a.json", tmp_path / "b.json"]))
     rows = [r for r in merged["rows"] if r["name"] == first["fullname"]]
     assert len(rows) == 1 and rows[0]["median_s"] == 2e-3
     (tmp_path / "empty.json").write_text(json.dumps({"benchmarks": []}))

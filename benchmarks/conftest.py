@@ -114,7 +114,7 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(scope="session")
-def bench_env(request, gpu_check):
+def bench_env(request):
     """The device, its name and the versions; sets the thread count and dynamo's limits."""
     config = request.config
     device = bench_device(config)
@@ -127,12 +127,7 @@ def bench_env(request, gpu_check):
         # (for the whole session when tests/ ran before): not part of a timed call
         from fastmi.backends import cpu
         cpu.extension().set_poison_outputs(False)
-    info = bench_env_info.describe(device)
-    extra = gpu_check.environment()  # adds the date, nvcc and driver versions, the commit
-    for key in ("date", "nvcc", "driver", "torch_cuda"):
-        if key in extra and key not in info:
-            info[key] = extra[key]
-    return info
+    return bench_env_info.describe(device)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -154,8 +149,9 @@ class _LastCase:
                 torch.cuda.empty_cache()
             inputs = W.make_inputs(work)
             fn = P.loss_function("eager", work.spec)
-            losses = [t.detach() for t in fn(*inputs.leaves, inputs.codes)]
-            grads = torch.autograd.grad(fn(*inputs.leaves, inputs.codes), inputs.leaves, W.upstream(work.device))
+            outs = fn(*inputs.leaves, inputs.codes)
+            losses = [t.detach() for t in outs]
+            grads = torch.autograd.grad(outs, inputs.leaves, W.upstream(work.device))
             self.key, self.value = work, (inputs, {"losses": losses, "grads": list(grads)},
                                           W.io_bytes(inputs, work.spec))
         return self.value

@@ -34,13 +34,10 @@ section passed, 1 when one failed, 2 without a CUDA device.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -74,6 +71,8 @@ ensure_importable()
 import torch  # noqa: E402
 
 import fastmi  # noqa: E402
+from fastmi.bench import env as bench_env  # noqa: E402
+from fastmi.bench.providers import capture_graph  # noqa: E402
 from helpers import (CONT_ONLY, HUGE, MNIST, MULTI, RICH, TOLERANCES, WIDE, check_backend,  # noqa: E402
                      random_case, random_upstream)
 
@@ -158,40 +157,8 @@ def sync():
 # ---- env and build ----------------------------------------------------------------------------
 
 def environment() -> dict:
-    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-           "fastmi_commit": _git("rev-parse", "--short", "HEAD")}
-    try:
-        import triton
-        env["triton"] = triton.__version__
-    except Exception as exc:
-        env["triton"] = f"unavailable ({type(exc).__name__})"
-    try:
-        from fastmi.backends import cuda
-        nvcc = cuda.find_cuda_home() / "bin" / "nvcc"
-        text = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True).stdout
-        env["nvcc"] = "nvcc " + next(line for line in text.splitlines() if "release" in line).split("release")[-1] \
-            .strip()
-    except Exception as exc:
-        env["nvcc"] = f"unavailable ({exc})"
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        env.update(gpu=p.name, capability=f"{p.major}.{p.minor}", sms=p.multi_processor_count,
-                   memory_gib=round(p.total_memory / 2**30, 1))
-        try:
-            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                           capture_output=True, text=True, timeout=20).stdout.strip()
-        except Exception:
-            env["driver"] = "unknown"
-    return env
-
-
-def _git(*args) -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
-    except Exception:
-        out = ""
-    return out or "unknown"
+    return {"date": bench_env.now(), **bench_env.versions(), "torch_cuda": torch.version.cuda,
+            "fastmi_commit": bench_env.git_commit(REPO), "nvcc": bench_env.nvcc_version(), **bench_env.gpu()}
 
 
 def build_cuda():
@@ -233,10 +200,10 @@ def forced_layout(layout, spec, batch, dtype):
     return f"B={batch} W={spec.q_width} {str(dtype).split('.')[1]}: forward plan {plan['forward']}"
 
 
-def _describe(ext, case, spec, **options):
+def _describe(ext, case, spec):
     from fastmi.inputs import prepare_inputs
     from fastmi.problem import make_problem
-    problem = make_problem(spec, **options)
+    problem = make_problem(spec)
     inputs = prepare_inputs(case.real, case.fake, case.q, case.codes, problem)
     return ext.describe(*inputs, *problem.kernel_args())
 
@@ -255,8 +222,8 @@ def _step(backend, spec, leaves, codes, up, **options):
             out.stats.mi_bernoulli, out.stats.mi_continuous, *grads]
 
 
-def _upstream(dtype=torch.float32):
-    return tuple(u.to(dtype) for u in random_upstream(0, device="cuda"))
+def _upstream():
+    return random_upstream(0, device="cuda")
 
 
 def no_host_sync(backend):
@@ -358,16 +325,7 @@ def cuda_graph(backend, spec, batch, dtype):
     def step():
         return _step(backend, spec, leaves, codes, up)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    sync()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = step()
+    graph, captured = capture_graph(step)
     new = random_case(spec, batch, dtype=dtype, device="cuda", seed=2, confident=True)
     with torch.no_grad():
         for leaf, src in zip(leaves, new[:3]):

@@ -248,11 +248,9 @@ def test_binding_rejects_bad_inputs(ext):
 @functools.lru_cache(maxsize=None)
 def emulated_ops():
     """The emulated kernels behind the same define_fused_ops wiring as backend='cuda'."""
-    from fastmi.backends.fused_op import define_fused_ops
+    from fastmi.backends.fused_op import define_extension_ops
 
-    ext = cuda.emulation_extension()
-    return define_fused_ops("cuda_emulated_test", lambda *a: tuple(ext.forward_op(*a)),
-                            lambda *a: tuple(ext.backward_op(*a)))
+    return define_extension_ops("cuda_emulated_test", cuda.emulation_extension)
 
 
 def _loss_and_grads(fn, case, spec, upstream):

@@ -2,7 +2,6 @@
 and the resumable batch order."""
 
 import gzip
-import os
 
 import numpy as np
 import pytest
@@ -11,23 +10,7 @@ import torch
 from fastmi.train.batches import BatchOrder
 from fastmi.train.datasets import find_mnist_file, load_dataset, load_digits, load_mnist, load_mnist5k
 from fastmi.train.idx import DataError, read_idx, write_idx
-
-
-def _images(n, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-
-
-def write_mnist(folder, split="train", n=12, compress=False, layout="flat", seed=0):
-    """Writes a small MNIST split; returns (images, labels)."""
-    prefix = {"train": "train", "test": "t10k"}[split]
-    folder = os.path.join(folder, "MNIST", "raw") if layout == "torchvision" else folder
-    os.makedirs(folder, exist_ok=True)
-    images = _images(n, seed)
-    labels = (np.arange(n) % 10).astype(np.uint8)
-    ext = ".gz" if compress else ""
-    write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte{ext}"), images, compress)
-    write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte{ext}"), labels, compress)
-    return images, labels
+from mnist_files import images, write_mnist
 
 
 # ---- the IDX reader -------------------------------------------------------------------
@@ -50,12 +33,10 @@ def test_idx_reads_the_big_endian_layout_byte_for_byte(tmp_path):
     np.testing.assert_array_equal(read_idx(str(path)), np.array([0x0102, -2, 7], dtype=np.int16))
 
 
-def _bytes_of(array):
-    import tempfile
-    with tempfile.TemporaryDirectory() as d:
-        p = os.path.join(d, "x")
-        write_idx(p, array)
-        return open(p, "rb").read()
+def _bytes_of(array, folder):
+    path = folder / "bytes.idx"
+    write_idx(str(path), array)
+    return path.read_bytes()
 
 
 @pytest.mark.parametrize("cut, message", [
@@ -66,16 +47,16 @@ def _bytes_of(array):
     (-1, "truncated IDX file"),
 ])
 def test_idx_truncated_files_name_the_file(tmp_path, cut, message):
-    data = _bytes_of(_images(2))
+    data = _bytes_of(images(2), tmp_path)
     path = tmp_path / "train-images-idx3-ubyte"
-    path.write_bytes(data[:cut] if cut >= 0 else data[:cut])
+    path.write_bytes(data[:cut])
     with pytest.raises(DataError) as e:
         read_idx(str(path))
     assert str(path) in str(e.value) and message in str(e.value)
 
 
 def test_idx_truncated_gzip_names_the_file(tmp_path):
-    data = gzip.compress(_bytes_of(_images(4)))
+    data = gzip.compress(_bytes_of(images(4), tmp_path))
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="gzip stream is truncated or corrupt") as e:
@@ -97,7 +78,7 @@ def test_idx_malformed_headers(tmp_path):
     with pytest.raises(DataError, match="0 dimensions"):
         read_idx(str(zero_dims))
     trailing = tmp_path / "trailing"
-    trailing.write_bytes(_bytes_of(np.zeros(3, np.uint8)) + b"\x00\x00")
+    trailing.write_bytes(_bytes_of(np.zeros(3, np.uint8), tmp_path) + b"\x00\x00")
     with pytest.raises(DataError, match="2 bytes after the 11"):
         read_idx(str(trailing))
     with pytest.raises(DataError, match="no such file") as e:
@@ -133,7 +114,7 @@ def test_each_split_alone_is_enough(tmp_path):
 
 
 def test_dotted_file_names_are_found(tmp_path):
-    write_idx(str(tmp_path / "t10k-images.idx3-ubyte"), _images(3))
+    write_idx(str(tmp_path / "t10k-images.idx3-ubyte"), images(3))
     assert find_mnist_file(str(tmp_path), "test", "images").endswith("t10k-images.idx3-ubyte")
 
 

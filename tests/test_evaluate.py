@@ -8,7 +8,7 @@ import pytest
 
 from fastmi import evaluate as ev
 from fastmi.train import cli
-from fastmi.train.idx import write_idx
+from mnist_files import write_mnist
 
 
 def test_cluster_accuracy_is_invariant_to_relabelling():
@@ -54,10 +54,7 @@ def trained(tmp_path_factory):
     cli.main(["--preset", "smoke", "--steps", "4", "--no-eval", "--no-progress", "--threads", "1",
               "--out", str(root / "run")])
     data = root / "mnist"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    write_idx(str(data / "t10k-images-idx3-ubyte.gz"), rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), True)
-    write_idx(str(data / "t10k-labels-idx1-ubyte.gz"), (np.arange(40) % 10).astype(np.uint8), True)
+    write_mnist(str(data), "test", n=40, compress=True)
     return root / "run" / "checkpoint.pt", data
 
 

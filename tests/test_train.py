@@ -14,7 +14,8 @@ import torch
 from fastmi import LatentSpec, infogan_loss
 from fastmi.train import checkpoint as ckpt
 from fastmi.train import cli
-from fastmi.train.config import FIXED_SIGMA_CEILING, TrainConfig, preset
+from fastmi.train import metrics
+from fastmi.train.config import TrainConfig, fixed_sigma_ceiling, preset
 from fastmi.train.metrics import continuous_code_bounds
 from fastmi.train.models import Widths, build_models
 from fastmi.train.trainer import discriminator_step, generator_step, make_optimizers, sample_latents
@@ -110,7 +111,7 @@ def test_continuous_bounds_add_up_to_the_loss_bound():
     per_code = continuous_code_bounds(fake_logits, q, codes, SPEC, "auto")
     assert per_code.shape == (2,)
     torch.testing.assert_close(per_code.sum(), stats.mi_continuous, rtol=1e-5, atol=1e-6)
-    assert (per_code <= FIXED_SIGMA_CEILING + 1e-6).all()  # a fixed sigma = 1 caps the bound
+    assert (per_code <= fixed_sigma_ceiling(LatentSpec(continuous=1, std=1.0)) + 1e-6).all()  # a fixed sigma = 1 caps the bound
 
 
 # ---- runs --------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def test_short_run_raises_the_categorical_mi_bound(tmp_path):
     train Q or G would stay near 0."""
     result = _run(["--steps", "120", "--batch-size", "32", "--log-every", "10", "--sample-every", "1000",
                    "--checkpoint-every", "1000", "--no-eval", "--out", str(tmp_path)])
-    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    records = metrics.read(str(tmp_path / "metrics.jsonl"))
     first, last = records[0]["mi_categorical"][0], records[-1]["mi_categorical"][0]
     assert first < 0.4
     assert last > 1.2 and last - first > 1.0
@@ -157,7 +158,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
             for k, v in state.items():
                 assert torch.equal(v, b[part]["state"][idx][k]), f"{part} state {idx}.{k}"
     assert torch.equal(a["rng"][0]["codes"], b["rng"][0]["codes"]) and a["batch_order"] == b["batch_order"]
-    records = [json.loads(line) for line in open(tmp_path / "parts" / "metrics.jsonl")]
+    records = metrics.read(str(tmp_path / "parts" / "metrics.jsonl"))
     assert [r["step"] for r in records] == [3, 6, 7, 9, 12] and not any("stale" in r for r in records)
     # the training data changed the weights: the equality above is not that of two untouched nets
     torch.manual_seed(0)
@@ -168,7 +169,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
 def test_run_writes_its_outputs(tmp_path):
     result = _run(["--preset", "smoke", "--steps", "6", "--log-every", "2", "--sample-every", "4",
                    "--checkpoint-every", "4", "--out", str(tmp_path)])
-    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    records = metrics.read(str(tmp_path / "metrics.jsonl"))
     assert [r["step"] for r in records] == [2, 4, 6]
     for key in ("loss_d", "loss_g", "loss_info", "jsd_bound", "mi_continuous_total", "steps_per_s"):
         assert isinstance(records[-1][key], float)
@@ -300,5 +301,5 @@ def test_ddp_two_cpu_processes_keep_identical_parameters(tmp_path):
     torch.manual_seed(0)
     fresh, _ = build_models(preset("smoke").widths, SPEC)
     assert not torch.equal(fresh.state_dict()["fc.0.weight"], ranks[0]["generator"]["fc.0.weight"])
-    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    records = metrics.read(str(out / "metrics.jsonl"))
     assert [r["step"] for r in records] == [2, 4]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import fastmi
+from fastmi.bench.providers import capture_graph
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -113,15 +114,7 @@ def test_cuda_graph_capture_and_replay(batch):
         torch.autograd.backward([out.discriminator, out.generator, out.info], upstream)
         return out
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = step()
+    graph, captured = capture_graph(step)
 
     fresh = random_case(spec, batch, seed=40, device=DEVICE, confident=True)
     for leaf, value in zip(leaves, fresh[:3]):

@@ -48,7 +48,6 @@ constexpr const char* kWho = "fastmi cuda";
 void* current_stream() { return static_cast<void*>(c10::cuda::getCurrentCUDAStream().stream()); }
 #endif
 
-
 // Output buffers come from at::empty. The emulation build fills them with NaN first, so
 // that an element the kernels forget to write fails the tests instead of passing by luck.
 Tensor output(at::IntArrayRef sizes, const at::TensorOptions& opts) {

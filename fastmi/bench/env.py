@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import functools
 import os
 import platform
 import subprocess
@@ -49,14 +51,53 @@ def git_commit(path: Path = Path(__file__).resolve().parent) -> str:
     return out or "unknown"
 
 
-def describe(device: str) -> dict:
-    """Everything a result records about where it ran."""
+def nvcc_version() -> str:
+    """"nvcc 13.0, V13.0.88" from the nvcc the cuda backend builds with."""
+    try:
+        from ..backends import cuda
+        nvcc = cuda.find_cuda_home() / "bin" / "nvcc"
+        text = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True).stdout
+        return "nvcc " + next(line for line in text.splitlines() if "release" in line).split("release")[-1].strip()
+    except Exception as exc:
+        return f"unavailable ({exc})"
+
+
+def gpu() -> dict:
+    """GPU 0's name, capability, SM count, memory and driver (empty without a GPU)."""
+    if not torch.cuda.is_available():
+        return {}
+    p = torch.cuda.get_device_properties(0)
+    out = {"gpu": p.name, "capability": f"{p.major}.{p.minor}", "sms": p.multi_processor_count,
+           "memory_gib": round(p.total_memory / 2**30, 1)}
+    try:
+        out["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                       capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:
+        out["driver"] = "unknown"
+    return out
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=None)
+def _describe(device: str) -> tuple:
+    cpu = cpu_model()
     info = {"device": device, "device_name": device_name(device), **versions(), "fastmi_commit": git_commit(),
-            "threads": torch.get_num_threads(), "cpu": cpu_model(), "cpu_count": os.cpu_count()}
+            "threads": torch.get_num_threads(), "cpu": cpu, "cpu_count": os.cpu_count(), "date": now(),
+            "nvcc": nvcc_version()}
     if device == "cuda":
         info["torch_cuda"] = torch.version.cuda
+        info["driver"] = gpu().get("driver", "unknown")
     else:
         # libgomp's spin-then-sleep default makes every 2-thread region of a 2-vCPU VM
         # several times slower (benchmarks/core_speed.py); a CPU result says which it ran with
         info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "default")
-    return info
+    return tuple(info.items())
+
+
+def describe(device: str) -> dict:
+    """Everything a result records about where it ran (looked up once per process: git,
+    nvcc and nvidia-smi are subprocesses)."""
+    return dict(_describe(device))

@@ -90,6 +90,12 @@ def configure_compile() -> None:
 _compiled: dict = {}
 
 
+def compile_fn(fn: Callable, mode: str) -> Callable:
+    """torch.compile of ``fn`` in ``mode`` ("default" or a torch.compile mode), as every
+    compile provider uses it: one graph per shape, no graph break."""
+    return torch.compile(fn, mode=None if mode == "default" else mode, fullgraph=True, dynamic=False)
+
+
 def _compiled_reference(mode: str, spec: LatentSpec, **options):
     """torch.compile of the reference loss for ``spec``; one object per (mode, spec,
     options), shared by every shape and operation (dynamo caches a graph per shape)."""
@@ -101,7 +107,7 @@ def _compiled_reference(mode: str, spec: LatentSpec, **options):
                                backend="reference", **options)
             return out.discriminator, out.generator, out.info
 
-        fn = torch.compile(loss, mode=None if mode == "default" else mode, fullgraph=True, dynamic=False)
+        fn = compile_fn(loss, mode)
         _compiled[key] = fn
     return fn
 
@@ -166,19 +172,26 @@ def make_runner(provider: str, op: str, work: Workload, inputs: Inputs) -> Runne
     return Runner(_capture(body), None, result)
 
 
-def _capture(body: Callable) -> Callable:
-    """Warm ``body`` up on a side stream, capture it in a CUDA graph and return a
-    function that replays it and returns the captured (static) outputs."""
+def capture_graph(body: Callable, warmup_calls: int = WARMUP_CALLS):
+    """``(graph, static)``: ``body`` warmed up on a side stream (its lazy allocations and
+    first-call work stay out of the graph), then captured in a CUDA graph whose replays
+    rewrite ``static``, the outputs of the captured call."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(WARMUP_CALLS):
+        for _ in range(warmup_calls):
             body()
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         static = body()
+    return graph, static
+
+
+def _capture(body: Callable) -> Callable:
+    """A function that replays ``body``'s CUDA graph and returns its static outputs."""
+    graph, static = capture_graph(body)
 
     def replay():
         graph.replay()

@@ -43,11 +43,16 @@ REPRODUCE = ("python -m pytest benchmarks/ --benchmark-only --fastmi-full --benc
 
 # ---- reading ----------------------------------------------------------------------------------
 
-def load(paths) -> dict:
-    """The merged results: ``{"machine_info", "datetime", "rows": [extra_info + median ...]}``."""
+def read(paths) -> list:
+    """The parsed pytest-benchmark JSON files."""
+    return [json.loads(Path(path).read_text()) for path in paths]
+
+
+def load(datas) -> dict:
+    """The merged results of parsed files (see read): ``{"machine_info", "datetime", "rows":
+    [extra_info + median ...]}``."""
     rows, machine, when, seen = [], {}, None, {}
-    for path in paths:
-        data = json.loads(Path(path).read_text())
+    for data in datas:
         machine = machine or data.get("machine_info", {})
         when = when or data.get("datetime")
         for bench in data.get("benchmarks", []):
@@ -67,11 +72,11 @@ def load(paths) -> dict:
     return {"machine_info": machine, "datetime": when, "rows": rows}
 
 
-def slim(paths) -> dict:
-    """The pytest-benchmark JSON of ``paths`` merged, without the per-round samples."""
+def slim(datas) -> dict:
+    """The parsed pytest-benchmark JSON merged, without the per-round samples (it edits
+    ``datas``: call it after load)."""
     out = None
-    for path in paths:
-        data = json.loads(Path(path).read_text())
+    for data in datas:
         for bench in data.get("benchmarks", []):
             (bench.get("stats") or {}).pop("data", None)
         if out is None:
@@ -341,17 +346,19 @@ def main(argv=None) -> int:
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = load(paths)
+    datas = read(paths)
+    results = load(datas)
     if not results["rows"]:
         print("report: the files hold no fastmi benchmark results (run them with --benchmark-only)", file=sys.stderr)
         return 1
-    (out / "results.json").write_text(json.dumps(slim(paths), indent=1) + "\n")
+    (out / "results.json").write_text(json.dumps(slim(datas), indent=1) + "\n")
     (out / "report.md").write_text(report_markdown(results, args.command))
-    (out / "summary.md").write_text(summary_markdown(results, args.command))
+    summary = summary_markdown(results, args.command)
+    (out / "summary.md").write_text(summary)
     written = [out / "results.json", out / "report.md", out / "summary.md"]
     if not args.no_plots:
         written += plot(results, out)
-    print(summary_markdown(results, args.command))
+    print(summary)
     print("written: " + ", ".join(str(p) for p in written))
     return 0
 

@@ -45,9 +45,6 @@ def fixed_sigma_ceiling(spec: LatentSpec) -> Optional[float]:
     return spec.prior_entropy - 0.5 * math.log(2.0 * math.pi) - math.log(spec.std)
 
 
-FIXED_SIGMA_CEILING = fixed_sigma_ceiling(LatentSpec(continuous=1, std=1.0))
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run; a checkpoint stores it."""

@@ -142,9 +142,9 @@ def _train(config: TrainConfig, world: distributed.World, resume: bool, overwrit
                               f"it, --overwrite to start over, or --out DIR")
     distributed.barrier(world)  # every rank has read the old state before rank 0 clears it
     if main and not resume:
-        for name in (ckpt.CHECKPOINT_NAME, metrics.METRICS_NAME, EVALUATION_NAME):
-            if os.path.exists(os.path.join(out, name)):
-                os.unlink(os.path.join(out, name))
+        for path in (checkpoint_path, metrics_path, os.path.join(out, EVALUATION_NAME)):
+            if os.path.exists(path):
+                os.unlink(path)
         shutil.rmtree(os.path.join(out, SAMPLES_DIR), ignore_errors=True)
         os.makedirs(out, exist_ok=True)
     if config.threads:
