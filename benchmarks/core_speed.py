@@ -19,16 +19,19 @@ Providers:
   cpu-pyfn     the same C++ kernels behind a Python torch.autograd.Function
   cpu-op       the same C++ kernels called through the torch.library custom op
                (dispatcher + Python autograd registration), as torch.compile sees them
+  cpu-no-pool  "cpu" with the gradient pool off (csrc/cpu/grad_pool.h): every backward
+               takes fresh buffers from torch's CPU allocator
   floor        a torch.autograd.Function with the same inputs and outputs that computes
                nothing: what autograd and the call itself cost, whatever the loss
 
-cpu-pyfn and cpu-op measure what the op boundary costs an eager call; floor bounds what
-any implementation can reach at small batch sizes.
+cpu-pyfn and cpu-op measure what the op boundary costs an eager call, cpu-no-pool what
+the pool saves; floor bounds what any implementation can reach at small batch sizes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import os
@@ -85,22 +88,35 @@ def _floor(real, fake, q, codes):
     return fastmi.InfoGANLossOutput(d, g, i, None)
 
 
+@contextlib.contextmanager
+def _pool_off():
+    cpu.extension().set_grad_pool(False)
+    try:
+        yield
+    finally:
+        cpu.extension().set_grad_pool(True)
+
+
 def providers():
     def api(backend):
         return lambda r, f, q, c: fastmi.infogan_loss(r, f, q, c, SPEC, backend=backend)
+    no_pool = api("cpu")
+    no_pool.context = _pool_off   # step() runs forward and backward inside it
     return {
         "cpu": api("cpu"),
         "eager": api("reference"),
         "compile": torch.compile(api("reference")),
         "cpu-pyfn": _via("pyfn"),
         "cpu-op": _via("op"),
+        "cpu-no-pool": no_pool,
         "floor": _floor,
     }
 
 
 def step(fn, inputs, upstream):
-    out = fn(*inputs)
-    torch.autograd.backward([out.discriminator, out.generator, out.info], upstream)
+    with getattr(fn, "context", contextlib.nullcontext)():
+        out = fn(*inputs)
+        torch.autograd.backward([out.discriminator, out.generator, out.info], upstream)
     for t in inputs[:3]:
         t.grad = None
 

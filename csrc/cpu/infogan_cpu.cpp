@@ -38,6 +38,7 @@
 
 #include "../common/check_inputs.h"
 #include "../common/infogan_math.h"
+#include "grad_pool.h"
 
 namespace fastmi {
 namespace {
@@ -739,7 +740,8 @@ Tensor values_tensor(const double* values, int64_t n, bool scalar, at::ScalarTyp
 bool g_poison_outputs = false;
 
 Tensor new_output(const Tensor& like) {
-  Tensor t = at::detail::empty_cpu(like.sizes(), like.scalar_type());
+  Tensor t = at::detail::empty_generic(like.sizes(), &GradPool::get(), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                       like.scalar_type(), std::nullopt);
   if (g_poison_outputs) t.fill_(std::numeric_limits<double>::quiet_NaN());
   return t;
 }
@@ -859,6 +861,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("loss", &fastmi::loss, "eager forward with a C++ autograd node");
   m.def("set_poison_outputs", [](bool on) { fastmi::g_poison_outputs = on; },
         "fill new gradient buffers with NaN before the kernels write them (for tests)");
+  m.def("cached_grad_bytes", [] { return fastmi::GradPool::get().cached_bytes(); },
+        "bytes of freed gradient buffers the pool keeps for the next backward");
+  m.def("empty_grad_pool", [] { fastmi::GradPool::get().empty(); }, "frees the cached gradient buffers");
+  m.def("set_grad_pool", [](bool on) { fastmi::GradPool::get().set_enabled(on); },
+        "on (the default): large gradient buffers come from the pool; off: from torch's CPU allocator");
   m.def("set_lane_max_k", [](int64_t k) { fastmi::g_lane_max_k = k; },
         "categorical codes with K up to this use the row-lane layout, larger ones the in-row one");
 }

@@ -1,10 +1,11 @@
 """The fused C++ CPU backend (csrc/cpu/infogan_cpu.cpp).
 
 One multi-threaded, vectorized pass computes every term and partial sum; one more pass
-computes every gradient from the inputs. Eager calls go through a C++ autograd node
-(``loss`` in the extension), so neither direction crosses the dispatcher or Python;
-under torch.compile the same kernels run as the custom ops ``fastmi::cpu_forward`` and
-``fastmi::cpu_backward``.
+computes every gradient from the inputs, into buffers that a small pool recycles from
+the gradients of earlier steps (see :func:`empty_cache`). Eager calls go through a C++
+autograd node (``loss`` in the extension), so neither direction crosses the dispatcher
+or Python; under torch.compile the same kernels run as the custom ops
+``fastmi::cpu_forward`` and ``fastmi::cpu_backward``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ def extension():
         raise RuntimeError(f"the fused CPU kernel could not be built ({_build_error}); "
                            f"run `FASTMI_VERBOSE_BUILD=1 python -m fastmi.build` to see why")
     return _extension
+
+
+def empty_cache():
+    """Frees the gradient buffers the backward keeps for reuse (csrc/cpu/grad_pool.h: at
+    most 8 freed buffers of 64 KiB or more, 512 MiB in all)."""
+    if _extension is not None:
+        _extension.empty_grad_pool()
+
+
+def cached_bytes() -> int:
+    """Bytes of freed gradient buffers the pool holds for the next backward."""
+    return _extension.cached_grad_bytes() if _extension is not None else 0
 
 
 def is_available():
