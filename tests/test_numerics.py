@@ -137,3 +137,34 @@ def test_stats_are_detached_and_consistent_with_losses():
     # the JSD bound of a discriminator that cannot tell real from fake logits of 0 is 0
     zeros = fastmi.infogan_loss(torch.zeros(4), torch.zeros(500), case.q, case.codes, SPEC, backend="cpu")
     assert zeros.stats.jsd_bound.item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("fn, lo, hi, log_spaced", [
+    ("exp", -87.3, 88.7, False),       # normal results; the clamps take over outside
+    ("exp_nonpos", -87.0, 0.0, False),  # below, it stays at exp(-87): see the next test
+    ("log", -87.0, 88.0, True),        # x = e^-87 .. e^88
+    ("log1p", -80.0, 0.0, True),       # y = e^-80 .. 1, its one use: y = exp(-|x|)
+])
+def test_vector_math_is_accurate_to_two_ulp(fn, lo, hi, log_spaced):
+    """The CPU kernel's float polynomials, run as the kernel runs them (8 lanes at a
+    time), against float64 torch on 2M points of their domain."""
+    ext = pytest.importorskip("fastmi.backends.cpu").extension()
+    grid = torch.linspace(lo, hi, 2_000_001, dtype=torch.float64)
+    x = (grid.exp() if log_spaced else grid).float()
+    want = getattr(torch, fn.replace("_nonpos", ""))(x.double())
+    got = ext.vector_math(fn, x).double()
+    rel = (got - want).abs() / want.abs().clamp_min(torch.finfo(torch.float32).tiny)
+    assert rel.max() <= 2 ** -22, f"{fn}: max relative error {rel.max():.3g} at x = {x[rel.argmax()]:.9g}"
+
+
+@pytest.mark.parametrize("fn, x, want, atol", [
+    ("exp", [math.nan, -math.inf, -200.0, 200.0, math.inf, 0.0], [math.nan, 0.0, 0.0, math.inf, math.inf, 1.0], 0.0),
+    # clamped at exp(-87) = 1.6e-38, never a subnormal
+    ("exp_nonpos", [math.nan, -math.inf, -88.0, -0.0], [math.nan, 0.0, 0.0, 1.0], 2e-38),
+    ("log", [math.nan, math.inf, 1.0], [math.nan, math.inf, 0.0], 0.0),
+    ("log1p", [math.nan, 0.0, 1e-30, 1.0], [math.nan, 0.0, 1e-30, math.log(2.0)], 0.0),
+])
+def test_vector_math_special_values(fn, x, want, atol):
+    ext = pytest.importorskip("fastmi.backends.cpu").extension()
+    got = ext.vector_math(fn, torch.tensor(x, dtype=torch.float32))
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float32), equal_nan=True, rtol=1e-6, atol=atol)

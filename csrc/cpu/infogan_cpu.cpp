@@ -26,6 +26,7 @@
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -34,6 +35,7 @@
 #include <utility>
 #include <limits>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "../common/check_inputs.h"
@@ -136,6 +138,15 @@ struct Lane<f32xL> {
   static FASTMI_FN f32xL exp_nonpos(f32xL x) { return exp_nonpos_poly(x); }
   static FASTMI_FN f32xL log(f32xL x) { return log_poly(x); }
   static FASTMI_FN f32xL log1p(f32xL x) { return log1p_poly(x); }
+  // a > b ? a : b (NaN in either: b), one instruction: GCC keeps the select otherwise.
+  static FASTMI_FN f32xL max(f32xL a, f32xL b) {
+#if defined(__AVX__)
+    return _mm256_max_ps(a, b);
+#else
+    return a > b ? a : b;
+#endif
+  }
+  static FASTMI_FN f32xL abs(f32xL x) { return from_bits(bits(x) & 0x7fffffff); }
 };
 
 // float64 is the accuracy path (gradcheck), not a speed path: libm, lane by lane.
@@ -153,6 +164,8 @@ struct Lane<f64xL> {
   static FASTMI_FN f64xL exp_nonpos(f64xL x) { return exp(x); }
   static FASTMI_FN f64xL log(f64xL x) { return map(x, [](double v) { return std::log(v); }); }
   static FASTMI_FN f64xL log1p(f64xL x) { return map(x, [](double v) { return std::log1p(v); }); }
+  static FASTMI_FN f64xL max(f64xL a, f64xL b) { return a > b ? a : b; }
+  static FASTMI_FN f64xL abs(f64xL x) { return x < 0.0 ? -x : x; }
 };
 
 namespace {
@@ -227,12 +240,12 @@ int64_t chunk_rows(int64_t W) {
 // vector back stalls store-to-load forwarding. Lanes r >= nr repeat lane 0, so they
 // read valid memory; their results are masked out.
 template <typename V, typename T, size_t... R>
-V gather_lanes(const T* src, int64_t stride, int64_t nr, std::index_sequence<R...>) {
+FASTMI_FN V gather_lanes(const T* src, int64_t stride, int64_t nr, std::index_sequence<R...>) {
   using S = typename Lane<V>::S;
   return V{static_cast<S>(src[(static_cast<int64_t>(R) < nr ? static_cast<int64_t>(R) : 0) * stride])...};
 }
 template <typename V, typename T>
-V load_lanes(const T* src, int64_t stride, int64_t nr) {
+FASTMI_FN V load_lanes(const T* src, int64_t stride, int64_t nr) {
   return gather_lanes<V>(src, stride, nr, std::make_index_sequence<kLanes>{});
 }
 
@@ -278,7 +291,7 @@ struct ExpSum {
 template <typename V>
 FASTMI_FN ExpSum<V> lane_exp_sums(const V* x, int64_t K, V* ex) {
   V mx = x[0], s{};
-  for (int64_t j = 1; j < K; ++j) mx = x[j] > mx ? x[j] : mx;
+  for (int64_t j = 1; j < K; ++j) mx = Lane<V>::max(x[j], mx);
   for (int64_t j = 0; j < K; ++j) {
     const V e = fm_exp_nonpos(x[j] - mx);
     if (ex != nullptr) ex[j] = e;
@@ -392,7 +405,7 @@ FASTMI_FN void store_tile(T* grad_q, int64_t W, const Layout& lay, int64_t r0, i
 }
 
 // The (max, sum) of one row's K logits, kLanes logits at a time; lanes past K read
-// -inf, whose exp is 0. When ex is given it receives exp(x - max) for j < K.
+// -inf, whose exp is (next to) 0. When ex is given it receives exp(x - max) for j < K.
 template <typename T, typename A>
 std::pair<A, A> row_exp_sum(const T* x, int64_t K, A* ex) {
   using V = typename LaneOf<A>::V;
@@ -400,7 +413,7 @@ std::pair<A, A> row_exp_sum(const T* x, int64_t K, A* ex) {
   V vmx = Lane<V>::splat(neg_inf);
   for (int64_t j0 = 0; j0 < K; j0 += kLanes) {
     const V v = load_row<V>(x + j0, std::min(kLanes, K - j0), neg_inf);
-    vmx = v > vmx ? v : vmx;
+    vmx = Lane<V>::max(v, vmx);
   }
   A mx = vmx[0];
   for (int64_t r = 1; r < kLanes; ++r) mx = vmx[r] > mx ? vmx[r] : mx;
@@ -459,7 +472,8 @@ void forward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay, 
         const ExpSum<V> es = lane_exp_sums(x, K, static_cast<V*>(nullptr));
         const auto target = index_lanes<A>(idx);
         V picked{};
-        for (int64_t j = 0; j < K; ++j) picked = target == static_cast<typename LaneOf<A>::E>(j) ? x[j] : picked;
+        auto j_lanes = decltype(target){};   // j in every lane
+        for (int64_t j = 0; j < K; ++j, j_lanes += 1) picked = target == j_lanes ? x[j] : picked;
         e = es.mx + fm_log(es.s) - picked;
       } else {
         for (int64_t r = 0; r < nr; ++r) {
@@ -566,12 +580,11 @@ void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay,
         const V* x = tile + lay.cat_tile[k];
         V* g = gtile + lay.cat_tile[k];
         const ExpSum<V> es = lane_exp_sums(x, K, g);  // g <- exp(x - max)
-        const V rs = A(1) / es.s;
+        const V scale = sc.cat / es.s, cat = L::splat(sc.cat), zero{};
         const auto target = index_lanes<A>(idx);
-        for (int64_t j = 0; j < K; ++j) {
-          const V p = g[j] * rs;                                                  // softmax
-          g[j] = sc.cat * (target == static_cast<typename LaneOf<A>::E>(j) ? p - A(1) : p);  // - onehot, at A
-        }
+        auto j_lanes = decltype(target){};   // j in every lane
+        for (int64_t j = 0; j < K; ++j, j_lanes += 1)   // scale (softmax - onehot), one fma
+          g[j] = g[j] * scale - (target == j_lanes ? cat : zero);
       } else {
         for (int64_t r = 0; r < nr; ++r) {
           const T* x = b.q + (r0 + r) * W + lay.cat_col[k];
@@ -851,6 +864,28 @@ std::vector<Tensor> loss(const OptTensor& real, const OptTensor& fake, const Ten
   return FusedLoss::apply(real, fake, q, cat, bern, cont, FASTMI_PROBLEM);
 }
 
+// The kernel's float exp / log / log1p applied to every element of a float32 tensor, a
+// vector of lanes at a time, exactly as the kernels run them: for the accuracy tests.
+Tensor vector_math(const std::string& fn, const Tensor& x) {
+  TORCH_CHECK_VALUE(x.scalar_type() == at::kFloat && x.device().is_cpu(), "vector_math: x must be a float32 CPU tensor");
+  const Tensor in = x.contiguous();
+  Tensor out = at::empty_like(in);
+  const float* src = in.const_data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  using L = Lane<f32xL>;
+  f32xL (*apply)(f32xL) = nullptr;
+  if (fn == "exp") apply = [](f32xL v) { return L::exp(v); };
+  else if (fn == "exp_nonpos") apply = [](f32xL v) { return L::exp_nonpos(v); };
+  else if (fn == "log") apply = [](f32xL v) { return L::log(v); };
+  else if (fn == "log1p") apply = [](f32xL v) { return L::log1p(v); };
+  TORCH_CHECK_VALUE(apply != nullptr, "vector_math: fn must be exp, exp_nonpos, log or log1p, got ", fn);
+  for (int64_t i = 0; i < in.numel(); i += kLanes) {
+    const int64_t n = std::min<int64_t>(kLanes, in.numel() - i);
+    store_row(dst + i, apply(load_row<f32xL>(src + i, n, 1.0f)), n);
+  }
+  return out;
+}
+
 }  // namespace
 }  // namespace fastmi
 
@@ -866,6 +901,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("empty_grad_pool", [] { fastmi::GradPool::get().empty(); }, "frees the cached gradient buffers");
   m.def("set_grad_pool", [](bool on) { fastmi::GradPool::get().set_enabled(on); },
         "on (the default): large gradient buffers come from the pool; off: from torch's CPU allocator");
+  m.def("vector_math", &fastmi::vector_math, "the kernels' float exp/exp_nonpos/log/log1p over a tensor (tests)");
   m.def("set_lane_max_k", [](int64_t k) { fastmi::g_lane_max_k = k; },
         "categorical codes with K up to this use the row-lane layout, larger ones the in-row one");
 }
