@@ -30,6 +30,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <utility>
@@ -233,6 +234,21 @@ int64_t chunk_rows(int64_t W) {
   int64_t rows = kChunkElems / std::max<int64_t>(W, 1);
   rows = (rows / kLanes) * kLanes;
   return std::max(rows, kLanes);
+}
+
+// Runs worker(next) on each thread, where next() hands out the chunk indices 0, 1, ...
+// one at a time (>= chunks: done). Handed out as threads come free, not split up front:
+// a thread that the OS or a VM's neighbour holds up then delays its current chunk, not a
+// fixed half of the work. Each chunk writes only its own rows and partial-sum slot, so
+// which thread runs it changes no bit of the result. One chunk runs on the caller,
+// without waking the pool.
+template <typename Worker>
+void for_each_chunk(int64_t chunks, Worker&& worker) {
+  std::atomic<int64_t> counter{0};
+  auto next = [&] { return counter.fetch_add(1, std::memory_order_relaxed); };
+  const int64_t threads = std::min<int64_t>(chunks, at::get_num_threads());
+  if (threads <= 1) worker(next);
+  else at::parallel_for(0, threads, 1, [&](int64_t, int64_t) { worker(next); });
 }
 
 // A vector whose lane r is src[r * stride] (converted to A), built in registers from
@@ -523,17 +539,15 @@ void forward_kernel(const Batch<T, I, A>& b, const Problem& p, double* losses, d
   std::vector<double> partial(chunks * S, 0.0);
   std::vector<CodeError> errors(chunks);
 
-  auto run = [&](int64_t c0, int64_t c1) {
+  for_each_chunk(chunks, [&](auto next) {
     Scratch<V> acc(S), tile(lay.tile_width());
-    for (int64_t c = c0; c < c1; ++c) {
+    for (int64_t c = next(); c < chunks; c = next()) {
       std::fill(acc.data(), acc.data() + S, V{});
       forward_rows(b, p, lay, c * per_chunk, std::min(rows, (c + 1) * per_chunk), acc.data(), tile.data(),
                    &errors[c]);
       for (int64_t s = 0; s < S; ++s) partial[c * S + s] = static_cast<double>(hsum(acc.data()[s]));
     }
-  };
-  if (chunks == 1) run(0, 1);  // skip the OpenMP fork for small batches
-  else at::parallel_for(0, chunks, 1, run);
+  });
 
   std::vector<double> sums(S, 0.0);
   for (int64_t c = 0; c < chunks; ++c) {
@@ -632,16 +646,14 @@ void backward_kernel(const Batch<T, I, A>& b, const Problem& p, double gD, doubl
   const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
   int64_t max_k = 1;
   for (int64_t k : p.cat_sizes) max_k = std::max(max_k, k);
-  auto run = [&](int64_t c0, int64_t c1) {
+  for_each_chunk(chunks, [&](auto next) {
     const int64_t Wt = std::max<int64_t>(lay.tile_width(), 1);
     Scratch<V> tile(Wt), gtile(Wt);
     Scratch<A> row_ex(max_k);
-    for (int64_t c = c0; c < c1; ++c)
+    for (int64_t c = next(); c < chunks; c = next())
       backward_rows(b, p, lay, sc, c * per_chunk, std::min(rows, (c + 1) * per_chunk), grad_real, grad_fake,
                     grad_q, tile.data(), gtile.data(), row_ex.data());
-  };
-  if (chunks == 1) run(0, 1);
-  else at::parallel_for(0, chunks, 1, run);
+  });
 }
 
 }  // namespace
