@@ -6,7 +6,7 @@
 // block that size from the top of the heap and gives it back to the kernel when it is
 // freed, so each step paid ~1000 page faults, and shrinking the heap while a second
 // thread of the process runs costs TLB shootdowns, which a VM pays dearly for. On the
-// 2-vCPU CI VM that was a quarter of the step (benchmarks/core_speed.py: "cpu" against
+// 2-vCPU CI VM that was 12-15% of the step (benchmarks/core_speed.py: "cpu" against
 // "cpu-no-pool", results in benchmarks/results/cpu/core_speed.txt).
 //
 // GradPool keeps up to kMaxBlocks freed buffers of at least kMinBytes (kMaxBytes in all)
