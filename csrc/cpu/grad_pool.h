@@ -69,7 +69,7 @@ class GradPool final : public c10::Allocator {
     return cached_;
   }
 
-  // Off: every buffer comes from torch's CPU allocator (benchmarks/cpu_kernels.py compares).
+  // Off: every buffer comes from torch's CPU allocator (benchmarks/core_speed.py, cpu-no-pool).
   void set_enabled(bool on) { enabled_ = on; }
 
   // Frees every cached block.
