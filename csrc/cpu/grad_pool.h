@@ -55,7 +55,7 @@ class GradPool final : public c10::Allocator {
         }
       }
     }
-    if (block == nullptr) block = new Block{this, c10::alloc_cpu(bytes), bytes};
+    if (block == nullptr) block = new Block{c10::alloc_cpu(bytes), bytes};
     return {block->ptr, block, &GradPool::release, c10::Device(c10::DeviceType::CPU)};
   }
 
@@ -85,7 +85,6 @@ class GradPool final : public c10::Allocator {
 
  private:
   struct Block {
-    GradPool* pool;
     void* ptr;
     size_t bytes;
   };
@@ -100,7 +99,7 @@ class GradPool final : public c10::Allocator {
   // The DataPtr's deleter: the last tensor on the block is gone.
   static void release(void* ctx) {
     Block* block = static_cast<Block*>(ctx);
-    GradPool& pool = *block->pool;
+    GradPool& pool = get();
     std::deque<Block*> evicted;
     {
       std::lock_guard<std::mutex> lock(pool.mu_);
