@@ -6,8 +6,9 @@
 // block that size from the top of the heap and gives it back to the kernel when it is
 // freed, so each step paid ~1000 page faults, and shrinking the heap while a second
 // thread of the process runs costs TLB shootdowns, which a VM pays dearly for. On the
-// 2-vCPU CI VM that was 12-15% of the step (benchmarks/core_speed.py: "cpu" against
-// "cpu-no-pool", results in benchmarks/results/cpu/core_speed.txt).
+// 2-vCPU CI VM the pool has saved from nothing to a third of the step, run to run, most
+// often 10-15% (benchmarks/core_speed.py: "cpu" against "cpu-no-pool"; results in
+// benchmarks/results/cpu/core_speed.txt and its earlier versions).
 //
 // GradPool keeps up to kMaxBlocks freed buffers of at least kMinBytes (kMaxBytes in all)
 // and hands one of exactly the requested size out again; smaller requests, and requests
