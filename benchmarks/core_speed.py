@@ -27,9 +27,10 @@ Providers:
                nothing: what autograd and the call itself cost, whatever the loss
 
 cpu-pyfn and cpu-op measure what the op boundary costs an eager call, cpu-no-pool what
-the pool saves, cpu-ext what fastmi's Python layer costs; floor bounds what any
-implementation can reach at small batch sizes, and the last column, compile / floor, is
-the largest speed-up over torch.compile that any implementation could show in that run.
+the pool saves, cpu-ext what fastmi's Python layer costs. floor is what any
+implementation behind autograd pays at small batch sizes (a C++ node, as in cpu-ext, can
+sit a few microseconds under it), so the last column, compile / floor, is about the
+largest speed-up over torch.compile that any implementation could show in that run.
 """
 
 from __future__ import annotations
