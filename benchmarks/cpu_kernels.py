@@ -22,12 +22,10 @@ import time
 
 import torch
 
-import fastmi
 from fastmi.backends import cpu
+from fastmi.bench import workloads as W
 from fastmi.inputs import prepare_inputs
 from fastmi.problem import make_problem
-
-SPEC = fastmi.LatentSpec(categorical=(10,), continuous=2)   # MNIST InfoGAN
 
 
 def load_extension(path: str):
@@ -48,13 +46,12 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     ext = load_extension(args.extension) if args.extension else cpu.extension()
 
-    g = torch.Generator().manual_seed(0)
-    real, fake = torch.randn(args.batch, generator=g), torch.randn(args.batch, generator=g)
-    q = torch.randn(args.batch, SPEC.q_width, generator=g)
-    problem = make_problem(SPEC)
-    inputs = prepare_inputs(real, fake, q, SPEC.sample(args.batch, generator=g), problem)
+    work = W.Workload("mnist", args.batch, "float32", "cpu")
+    problem = make_problem(work.spec)
+    inputs = prepare_inputs(*W.make_inputs(work), problem)
     scalars = problem.kernel_args()
-    upstream = [torch.tensor(0.7), torch.tensor(-0.3), torch.tensor(1.1)]
+    upstream = W.upstream("cpu")
+    g = torch.Generator().manual_seed(1)
     exps_in, exps_out = torch.randn(30 * args.batch, generator=g), torch.empty(30 * args.batch)
     calls = {"forward": lambda: ext.forward_op(*inputs, *scalars),
              "backward": lambda: ext.backward_op(*upstream, *inputs, *scalars),

@@ -83,9 +83,8 @@ def now() -> str:
 
 @functools.lru_cache(maxsize=None)
 def _describe(device: str) -> tuple:
-    cpu = cpu_model()
     info = {"device": device, "device_name": device_name(device), **versions(), "fastmi_commit": git_commit(),
-            "threads": torch.get_num_threads(), "cpu": cpu, "cpu_count": os.cpu_count(), "date": now(),
+            "threads": torch.get_num_threads(), "cpu": cpu_model(), "cpu_count": os.cpu_count(), "date": now(),
             "nvcc": nvcc_version()}
     if device == "cuda":
         info["torch_cuda"] = torch.version.cuda
