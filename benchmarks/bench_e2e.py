@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from fastmi.bench import providers as P
-from fastmi.loss import infogan_loss
+from fastmi.infogan.api import infogan_loss
 from fastmi.train import trainer
 from fastmi.train.config import preset
 from fastmi.train.models import build_models

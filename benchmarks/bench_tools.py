@@ -154,9 +154,9 @@ def test_ncu_wrapper_command_line():
     regex = re.search(r"--kernel-name regex:(\S+)", out).group(1).replace("\\", "")
     # the regex selects the fused kernels by the names their sources give them, and
     # nothing that torch.compile generates
-    triton_names = re.findall(r"^def (infogan_\w+_kernel)\(", (REPO / "kernels" / "infogan_forward.py").read_text()
-                              + (REPO / "kernels" / "infogan_backward.py").read_text(), re.M)
-    cuda_names = re.findall(r"^\s+(\w+_kernel)\(const", (REPO / "csrc" / "cuda" / "infogan_cuda.cu").read_text(),
+    triton_names = re.findall(r"^def (infogan_\w+_kernel)\(", (REPO / "kernels" / "infogan" / "forward.py").read_text()
+                              + (REPO / "kernels" / "infogan" / "backward.py").read_text(), re.M)
+    cuda_names = re.findall(r"^\s+(\w+_kernel)\(const", (REPO / "csrc" / "infogan" / "cuda" / "infogan_cuda.cu").read_text(),
                             re.M)
     assert sorted(triton_names) == ["infogan_backward_kernel", "infogan_forward_kernel"]
     assert sorted(cuda_names) == ["backward_kernel", "forward_kernel"]

@@ -125,8 +125,8 @@ def bench_env(request):
     if not benchmarks_disabled(config) and device == "cpu" and "cpu" in P.base_providers("cpu"):
         # tests/conftest.py makes the CPU kernel fill its gradient buffers with NaN first
         # (for the whole session when tests/ ran before): not part of a timed call
-        from fastmi.backends import cpu
-        cpu.extension().set_poison_outputs(False)
+        from fastmi.runtime import cpu_extension
+        cpu_extension.set_poison_outputs(False)
     return bench_env_info.describe(device)
 
 

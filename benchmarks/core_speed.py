@@ -19,7 +19,7 @@ Providers:
   cpu-pyfn     the same C++ kernels behind a Python torch.autograd.Function
   cpu-op       the same C++ kernels called through the torch.library custom op
                (dispatcher + Python autograd registration), as torch.compile sees them
-  cpu-no-pool  "cpu" with the gradient pool off (csrc/cpu/grad_pool.h): every backward
+  cpu-no-pool  "cpu" with the gradient pool off (csrc/common/cpu/grad_pool.h): every backward
                takes fresh buffers from torch's CPU allocator
   cpu-ext      the extension's C++ autograd entry point called directly, the inputs
                checked once before timing: "cpu" less all of fastmi's Python
@@ -45,11 +45,11 @@ import time
 import torch
 
 import fastmi
-from fastmi.backends import cpu
+from fastmi.infogan import cpu
 from fastmi.bench import workloads as W
-from fastmi.inputs import prepare_inputs
-from fastmi.outputs import MIStats
-from fastmi.problem import make_problem
+from fastmi.infogan.inputs import prepare_inputs
+from fastmi.infogan.outputs import MIStats
+from fastmi.infogan.problem import make_problem
 
 SPEC = W.SPECS["mnist"]   # MNIST InfoGAN: categorical=(10,), continuous=2
 

@@ -22,10 +22,10 @@ import time
 
 import torch
 
-from fastmi.backends import cpu
+from fastmi.infogan import cpu
 from fastmi.bench import workloads as W
-from fastmi.inputs import prepare_inputs
-from fastmi.problem import make_problem
+from fastmi.infogan.inputs import prepare_inputs
+from fastmi.infogan.problem import make_problem
 
 
 def load_extension(path: str):

@@ -5,7 +5,7 @@ per vector, rows transposed into a column tile) or vectors along each row?
 
 Times the fused CPU kernels alone (forward op + backward op, no autograd) for a spec
 Cat(K) + 2 continuous with each layout forced, and prints the ratio. The kernel's
-``kLaneMaxK`` (csrc/cpu/infogan_cpu.cpp) is set from this table.
+``kLaneMaxK`` (csrc/infogan/cpu/infogan_cpu.cpp) is set from this table.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import timeit
 import torch
 
 import fastmi
-from fastmi.backends import cpu
-from fastmi.inputs import prepare_inputs
-from fastmi.problem import make_problem
+from fastmi.infogan import cpu
+from fastmi.infogan.inputs import prepare_inputs
+from fastmi.infogan.problem import make_problem
 
 
 def kernel_time(spec, batch, repeats):

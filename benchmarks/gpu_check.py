@@ -24,7 +24,7 @@ run, the summary table is always written:
                torch.compile(reference); a device-to-device copy's bandwidth; achieved
                GB/s = (inputs read once by the forward + inputs read once and gradients
                written once by the backward) / step time
-  auto rule    the MEASURED entry for fastmi/backends/cuda_rule.py from those timings
+  auto rule    the MEASURED entry for fastmi/runtime/gpu_rule.py from those timings
 
 Writes gpu_check.md (the table) and gpu_check.json (everything) to --out (default: $OUT
 when set, as on the device machine, else benchmarks/results/). Exit status: 0 when every
@@ -162,15 +162,15 @@ def environment() -> dict:
 
 
 def build_cuda():
-    from fastmi.backends import cuda
+    from fastmi.infogan import cuda
     t0 = time.perf_counter()
     ext = cuda.extension()
     return f"{ext.__file__} (ready in {time.perf_counter() - t0:.1f} s)"
 
 
 def build_triton():
-    from fastmi.backends import unavailable_reason
-    reason = unavailable_reason("triton", "cuda")
+    from fastmi.infogan.backends import REGISTRY
+    reason = REGISTRY.unavailable_reason("triton", "cuda")
     if reason is not None:
         raise RuntimeError(reason)
     import triton
@@ -187,7 +187,7 @@ def correctness(backend, spec, batch, dtype, options, kwargs):
 
 
 def forced_layout(layout, spec, batch, dtype):
-    from fastmi.backends import cuda
+    from fastmi.infogan import cuda
     ext = cuda.extension()
     ext.set_override(layout, 0)
     try:
@@ -201,8 +201,8 @@ def forced_layout(layout, spec, batch, dtype):
 
 
 def _describe(ext, case, spec):
-    from fastmi.inputs import prepare_inputs
-    from fastmi.problem import make_problem
+    from fastmi.infogan.inputs import prepare_inputs
+    from fastmi.infogan.problem import make_problem
     problem = make_problem(spec)
     inputs = prepare_inputs(case.real, case.fake, case.q, case.codes, problem)
     return ext.describe(*inputs, *problem.kernel_args())
@@ -307,7 +307,7 @@ def large_offsets(backend):
 
 
 def ticket_counter():
-    from fastmi.backends import cuda
+    from fastmi.infogan import cuda
     sync()  # the read-back is a plain cudaMemcpyFromSymbol: every launch must be done
     total = cuda.extension().ticket_total()
     if total != 0:
@@ -490,7 +490,7 @@ def rule_entry():
         raise Skip("no timings to build it from")
     name = torch.cuda.get_device_name(0)
     REPORT.data["rule_entry"] = {name: points}
-    from fastmi.backends.cuda_rule import ranking
+    from fastmi.runtime.gpu_rule import ranking
     return f"MEASURED[{name!r}] = {json.dumps(points)}  -> auto picks in order {ranking(points)}"
 
 
@@ -519,7 +519,7 @@ def write_outputs(out_dir: Path):
             pct = f"{100 * r['gb_per_s'] / copy:.0f}%" if copy else "-"
             lines.append(f"| {r['provider']} | {r['batch']:,} | {r['ms'] * 1e3:.1f} | {r['gb_per_s']:.0f} | {pct} |")
     if REPORT.data.get("rule_entry"):
-        lines += ["", "## entry for fastmi/backends/cuda_rule.py MEASURED", "", "```python"]
+        lines += ["", "## entry for fastmi/runtime/gpu_rule.py MEASURED['infogan']", "", "```python"]
         for name, points in REPORT.data["rule_entry"].items():
             lines.append(f"MEASURED[{name!r}] = {json.dumps(points, indent=4)}")
         lines.append("```")

@@ -1,19 +1,21 @@
-"""fastmi: fused InfoGAN losses and mutual-information bounds for PyTorch.
+"""fastmi: fused mutual-information bounds for PyTorch.
 
-One pass over (D logits, Q outputs, codes) gives the discriminator's BCE terms and the
-log-likelihood of the codes under Q, with autograd, and reports the two variational
-bounds in nats:
+The InfoGAN loss (:func:`infogan_loss`): one pass over (D logits, Q outputs, codes)
+gives the discriminator's BCE terms and the log-likelihood of the codes under Q, with
+autograd, and reports the two variational bounds in nats:
 
     JSD(P_data || P_G) >= log 2 - (BCE_real + BCE_fake) / 2
     I(c; x)            >= H(c) + E log Q(c|x)
+
+Each op is a package of its own (``fastmi.infogan``); ``fastmi.runtime`` holds what
+they share (backend registry, native builds, op registration, launch helpers).
 """
 
-from .backends import BACKENDS, available_backends
-from .loss import InfoGANLoss, infogan_loss
-from .outputs import InfoGANLossOutput, MIStats
-from .spec import Codes, LatentSpec
+from .infogan import (BACKENDS, Codes, InfoGANLoss, InfoGANLossOutput, LatentSpec, MIStats, available_backends,
+                      infogan_loss)
+from .runtime.cpu_extension import empty_cache
 
 __version__ = "0.1.0"
 
 __all__ = ["BACKENDS", "Codes", "InfoGANLoss", "InfoGANLossOutput", "LatentSpec", "MIStats",
-           "available_backends", "infogan_loss"]
+           "available_backends", "empty_cache", "infogan_loss"]

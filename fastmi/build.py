@@ -11,18 +11,18 @@ import argparse
 import sys
 import time
 
-from .backends import native_build
+from .runtime import native_build
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastmi.build", description=__doc__.splitlines()[0])
     parser.add_argument("--cuda", action="store_true", help="also build the CUDA kernels (needs nvcc)")
     args = parser.parse_args(argv)
-    from .backends import cpu
+    from .runtime import cpu_extension
 
-    targets = [("cpu", cpu.extension)]
+    targets = [("cpu", cpu_extension.extension)]
     if args.cuda:
-        from .backends import cuda
+        from .infogan import cuda
         targets.append(("cuda", cuda.extension))
     failed = False
     for name, build in targets:

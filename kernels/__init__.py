@@ -1,13 +1,12 @@
-"""Triton kernels of fastmi (imported as ``fastmi.kernels``).
+"""Triton kernels of fastmi (imported as ``fastmi.kernels``), one package per op over the
+shared numerics:
 
-- ``infogan_math.py``: the per-row math of ARCHITECTURE.md sections 3-5 as jit helpers
-  (softplus/sigmoid pairs, the NLL terms and their gradients, online log-sum-exp, and
-  ``finalize``: the losses and stats from the partial sums).
-- ``infogan_forward.py``: ``infogan_forward_kernel``, the whole forward in one launch.
-- ``infogan_backward.py``: ``infogan_backward_kernel``, every gradient in one launch.
-- ``config.py``: every tunable (block sizes, rows per tile, warps, program caps) and
-  ``choose_layout``, the shape-only choice of the launch layout.
+- ``common/numerics.py``: to_acc, scalar arguments, softplus / sigmoid pairs, the online
+  log-sum-exp, register-vector slots: what every op's kernels use.
+- ``infogan/``: the InfoGAN loss: ``terms.py`` (the per-row math of ARCHITECTURE.md
+  sections 3-5 and ``finalize``), ``forward.py`` and ``backward.py`` (one launch each),
+  ``config.py`` (every tunable, the sum and stat indices, and ``choose_layout``).
 
-The launcher is ``fastmi/backends/triton.py`` (``forward`` / ``backward``, the op
-implementations); nothing here imports from fastmi outside this package.
+The launchers are the op packages' ``triton.py`` (fastmi/<op>/triton.py); nothing here
+imports from fastmi outside this package.
 """

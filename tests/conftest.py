@@ -11,7 +11,7 @@ import pytest
 def poison_native_outputs():
     """Gradient buffers of the native kernels start as NaN in every test, so an element
     a kernel forgets to write fails the comparison instead of passing by luck."""
-    from fastmi.backends import cpu
-    cpu.extension().set_poison_outputs(True)
+    from fastmi.runtime import cpu_extension
+    cpu_extension.set_poison_outputs(True)
     yield
-    cpu.extension().set_poison_outputs(False)
+    cpu_extension.set_poison_outputs(False)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import fastmi
-from fastmi.backends import cpu
-from fastmi.inputs import prepare_inputs
-from fastmi.problem import make_problem
+from fastmi.infogan import cpu
+from fastmi.infogan.inputs import prepare_inputs
+from fastmi.infogan.problem import make_problem
 from helpers import random_case
 
 SPEC = fastmi.LatentSpec(categorical=(10, 4), bernoulli=1, continuous=2)

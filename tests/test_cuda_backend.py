@@ -1,6 +1,6 @@
-"""fastmi.backends.cuda and the GPU auto rule, on a machine without a GPU: the reasons
+"""fastmi.infogan.cuda and the GPU auto rule, on a machine without a GPU: the reasons
 it gives, the missing-nvcc path, the custom ops' fake implementations, and the rule of
-fastmi.backends.cuda_rule with fake availability and fake measurements."""
+fastmi.runtime.gpu_rule with fake availability and fake measurements."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import fastmi
-import fastmi.backends as backends
-from fastmi.backends import cuda, cuda_rule
-from fastmi.problem import make_problem
+from fastmi.infogan import cuda
+from fastmi.infogan.backends import REGISTRY
+from fastmi.runtime import cuda_toolkit, gpu_rule
+from fastmi.infogan.problem import make_problem
 from helpers import random_case
 
 MNIST = fastmi.LatentSpec(categorical=(10,), continuous=2)
@@ -55,8 +56,8 @@ def test_missing_nvcc_gives_a_clear_error(monkeypatch, tmp_path):
     """A GPU but no compiler: the reason names nvcc and how to point at it, and nothing is built."""
     monkeypatch.setenv("CUDA_HOME", str(tmp_path))
     with pytest.raises(RuntimeError, match=r"nvcc \(the CUDA compiler\) was not found: CUDA_HOME=.* has no bin/nvcc"):
-        cuda.find_cuda_home()
-    monkeypatch.setattr(cuda, "_device_reason", lambda: None)  # pretend a GPU is there
+        cuda_toolkit.find_cuda_home()
+    monkeypatch.setattr(cuda, "device_reason", lambda: None)  # pretend a GPU is there
     monkeypatch.setattr(cuda, "_extension", None)
 
     def no_build(*args, **kwargs):
@@ -83,13 +84,13 @@ def test_nvcc_on_path_without_cuda_home(monkeypatch, tmp_path):
     monkeypatch.delenv("CUDA_HOME", raising=False)
     monkeypatch.delenv("CUDA_PATH", raising=False)
     monkeypatch.setenv("PATH", str(wrappers))
-    assert cuda.find_cuda_home() == toolkit
+    assert cuda_toolkit.find_cuda_home() == toolkit
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     if os.path.exists("/usr/local/cuda/bin/nvcc") and os.path.exists("/usr/local/cuda/include/cuda_runtime.h"):
-        assert str(cuda.find_cuda_home()) == "/usr/local/cuda"
+        assert str(cuda_toolkit.find_cuda_home()) == "/usr/local/cuda"
     else:
         with pytest.raises(RuntimeError, match="nvcc .* was not found"):
-            cuda.find_cuda_home()
+            cuda_toolkit.find_cuda_home()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -133,37 +134,33 @@ TABLE = {FAKE_GPU: [
 def test_rule_default_order_without_measurements():
     for table in ({}, {"Another GPU": TABLE[FAKE_GPU]}):
         kw = dict(device_name=FAKE_GPU, table=table)
-        assert cuda_rule.choose_cuda_backend(available("triton", "cuda", "reference"), **kw) == "triton"
-        assert cuda_rule.choose_cuda_backend(available("cuda", "reference"), **kw) == "cuda"
-        assert cuda_rule.choose_cuda_backend(available("reference"), **kw) == "reference"
-        assert cuda_rule.choose_cuda_backend(available(), **kw) == "reference"
+        assert gpu_rule.choose_gpu_backend("infogan", available("triton", "cuda", "reference"), **kw) == "triton"
+        assert gpu_rule.choose_gpu_backend("infogan", available("cuda", "reference"), **kw) == "cuda"
+        assert gpu_rule.choose_gpu_backend("infogan", available("reference"), **kw) == "reference"
+        assert gpu_rule.choose_gpu_backend("infogan", available(), **kw) == "reference"
 
 
 def test_rule_follows_the_measurements():
     kw = dict(device_name=FAKE_GPU, table=TABLE)
     everything = available("triton", "cuda", "reference")
-    # no shape: geometric means of time / best = triton (2 * 1 * 4/3)^(1/3) = 1.39, cuda (1 * 1.2 * 1)^(1/3) = 1.06
-    assert cuda_rule.ranking(TABLE[FAKE_GPU]) == ["cuda", "triton", "reference"]
-    assert cuda_rule.choose_cuda_backend(everything, **kw) == "cuda"
-    # a shape: the nearest measured point decides
-    assert cuda_rule.choose_cuda_backend(everything, batch=32, width=14, **kw) == "cuda"
-    assert cuda_rule.choose_cuda_backend(everything, batch=2_000_000, width=16, **kw) == "triton"
-    assert cuda_rule.choose_cuda_backend(everything, batch=8192, width=1000, **kw) == "cuda"
+    # geometric means of time / best = triton (2 * 1 * 4/3)^(1/3) = 1.39, cuda (1 * 1.2 * 1)^(1/3) = 1.06
+    assert gpu_rule.ranking(TABLE[FAKE_GPU]) == ["cuda", "triton", "reference"]
+    assert gpu_rule.choose_gpu_backend("infogan", everything, **kw) == "cuda"
     # the winner unavailable (e.g. no nvcc): the next ranked one
-    assert cuda_rule.choose_cuda_backend(available("triton", "reference"), **kw) == "triton"
-    assert cuda_rule.choose_cuda_backend(available("reference"), batch=32, width=14, **kw) == "reference"
-    # a backend missing at the nearest point ranks after the measured ones
-    assert cuda_rule.ranking(TABLE[FAKE_GPU], batch=4096, width=1004) == ["cuda", "triton", "reference"]
+    assert gpu_rule.choose_gpu_backend("infogan", available("triton", "reference"), **kw) == "triton"
+    assert gpu_rule.choose_gpu_backend("infogan", available("reference"), **kw) == "reference"
+    # a backend never measured ranks after the measured ones
+    assert gpu_rule.ranking(TABLE[FAKE_GPU][2:]) == ["cuda", "triton", "reference"]
 
 
 def test_registry_uses_the_rule_for_cuda_tensors(monkeypatch):
-    """backend='auto' on CUDA tensors goes through choose_cuda_backend with the registry's
+    """backend='auto' on CUDA tensors goes through choose_gpu_backend with the registry's
     own availability: here triton is made unavailable, so the rule falls to cuda."""
-    monkeypatch.setattr(cuda_rule, "current_device_name", lambda: FAKE_GPU)
-    monkeypatch.setattr(cuda_rule, "MEASURED", {})
-    monkeypatch.setattr(backends, "unavailable_reason",
+    monkeypatch.setattr(gpu_rule, "current_device_name", lambda: FAKE_GPU)
+    monkeypatch.setattr(gpu_rule, "MEASURED", {"infogan": {}})
+    monkeypatch.setattr(REGISTRY, "unavailable_reason",
                         lambda name, device_type: None if name in ("cuda", "reference") else "off")
-    assert backends._auto("cuda") == "cuda"
-    monkeypatch.setattr(backends, "unavailable_reason",
+    assert REGISTRY._auto("cuda") == "cuda"
+    monkeypatch.setattr(REGISTRY, "unavailable_reason",
                         lambda name, device_type: None if name == "reference" else "off")
-    assert backends._auto("cuda") == "reference"
+    assert REGISTRY._auto("cuda") == "reference"

@@ -1,4 +1,4 @@
-"""The CUDA kernels themselves, run on the CPU by csrc/cuda/emulation.h, against the
+"""The CUDA kernels themselves, run on the CPU by csrc/common/cuda/emulation.h, against the
 float64 reference: losses, stats and every gradient, for each layout (tile, warp,
 block), dtype, index dtype and option; plus the binding's checks, determinism, the
 ticket counter, invalid codes, and the custom-op wiring under torch.compile.
@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import fastmi
-import fastmi.backends as backends
-from fastmi.backends import cuda
-from fastmi.inputs import prepare_inputs
-from fastmi.problem import make_problem
+from fastmi.infogan import cuda
+from fastmi.infogan.backends import REGISTRY
+from fastmi.infogan.inputs import prepare_inputs
+from fastmi.infogan.problem import make_problem
 from helpers import (BERN_ONLY, CONT_ONLY, HUGE, MNIST, MULTI, RICH, WIDE, assert_close, check_backend, oracle,
                      random_case, random_upstream)
 
@@ -248,7 +248,7 @@ def test_binding_rejects_bad_inputs(ext):
 @functools.lru_cache(maxsize=None)
 def emulated_ops():
     """The emulated kernels behind the same define_fused_ops wiring as backend='cuda'."""
-    from fastmi.backends.fused_op import define_extension_ops
+    from fastmi.infogan.ops import define_extension_ops
 
     return define_extension_ops("cuda_emulated_test", cuda.emulation_extension)
 
@@ -296,20 +296,20 @@ def test_public_api_through_the_cuda_backend_module(ext, monkeypatch, spec, batc
     """fastmi.infogan_loss(backend="cuda") end to end (registry, cuda.loss, the eager
     autograd.Function of define_fused_ops, the binding, the kernels), with the emulated
     kernels standing in for the GPU build and CPU tensors for CUDA ones."""
-    monkeypatch.setattr(cuda, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(cuda, "devices", lambda: ("cuda", "cpu"))
     monkeypatch.setattr(cuda, "extension", lambda: ext)
-    monkeypatch.setattr(backends, "_names", {})
-    monkeypatch.setattr(backends, "_loss_fns", {})
+    monkeypatch.setattr(REGISTRY, "_resolved", {})
+    monkeypatch.setattr(REGISTRY, "_entries", {})
     check_backend("cuda", spec, batch, dtype, seed=batch, confident=True, real_batch=batch + 5)
 
 
 def test_public_api_compiles_without_graph_breaks(ext, monkeypatch):
     """torch.compile(fullgraph=True) of fastmi.infogan_loss(backend="cuda"): the registry
     resolves at trace time and the kernels run as the fastmi::cuda_* custom ops."""
-    monkeypatch.setattr(cuda, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(cuda, "devices", lambda: ("cuda", "cpu"))
     monkeypatch.setattr(cuda, "extension", lambda: ext)
-    monkeypatch.setattr(backends, "_names", {})
-    monkeypatch.setattr(backends, "_loss_fns", {})
+    monkeypatch.setattr(REGISTRY, "_resolved", {})
+    monkeypatch.setattr(REGISTRY, "_entries", {})
     spec = MNIST
     case = random_case(spec, 70, seed=4)
     upstream = tuple(u.float() for u in random_upstream(4))

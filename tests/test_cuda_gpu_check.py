@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastmi.backends import cuda_rule
+from fastmi.runtime import gpu_rule
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
@@ -77,9 +77,7 @@ def test_rule_entry_feeds_the_auto_rule(gpu_check, monkeypatch, tmp_path):
     assert table["Fake GPU"][0]["ms"] == {"triton": 0.08, "cuda": 0.05, "reference": 0.6}
     assert "auto picks in order ['cuda', 'triton', 'reference']" in detail
     everything = lambda name: None  # noqa: E731
-    assert cuda_rule.choose_cuda_backend(everything, device_name="Fake GPU", table=table) == "cuda"
-    assert cuda_rule.choose_cuda_backend(everything, device_name="Fake GPU", table=table, batch=1 << 20,
-                                         width=14) == "triton"
+    assert gpu_rule.choose_gpu_backend("infogan", everything, device_name="Fake GPU", table=table) == "cuda"
     gpu_check.write_outputs(tmp_path)
     text = (tmp_path / "gpu_check.md").read_text()
     assert "| triton | 1,048,576 | 70.0 | 3000 | 75% |" in text

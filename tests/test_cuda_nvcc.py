@@ -1,11 +1,11 @@
 """The CUDA kernels compile for sm_90 (H100 / H200) without spilling, in every CI run.
 
-No GPU is needed: nvcc compiles csrc/cuda/infogan_cuda.cu (it includes no torch header)
+No GPU is needed: nvcc compiles csrc/infogan/cuda/infogan_cuda.cu (it includes no torch header)
 with the backend's own flags and ``-Xptxas -v``; the test parses ptxas's report and
 asserts that every kernel the launchers can pick (forward and backward x float32,
 float64, bfloat16, float16 x the tile, warp and block layouts) was compiled, with no
 spill stores or loads and no local-memory stack frame. Alongside, g++ checks that the
-torch binding (csrc/cuda/binding.cpp) compiles against this torch's CUDA headers.
+torch binding (csrc/infogan/cuda/binding.cpp) compiles against this torch's CUDA headers.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import sysconfig
 
 import pytest
 
-from fastmi.backends import cuda
-from fastmi.backends.native_build import SOURCE_DIR
+from fastmi.infogan import cuda
+from fastmi.runtime.native_build import SOURCE_DIR
 
 NVCC = shutil.which("nvcc")
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH (CI has nvcc 13.0)")
 
-HEADER = SOURCE_DIR / "cuda" / "infogan_cuda.h"
+HEADER = SOURCE_DIR / "infogan" / "cuda" / "infogan_cuda.h"
 # C++ storage type of each FASTMI_* dtype code (infogan_cuda.cu's kernel_for)
 KERNEL_TYPES = {"FASTMI_F32": "float", "FASTMI_F64": "double", "FASTMI_BF16": "bf16_t", "FASTMI_F16": "f16_t"}
 
@@ -63,7 +63,7 @@ def builds(tmp_path_factory):
     out = tmp_path_factory.mktemp("nvcc")
     nvcc = subprocess.Popen(
         [NVCC, "-c", "-arch=sm_90", "-Xptxas", "-v", *cuda.NVCC_FLAGS, "-I", str(SOURCE_DIR),
-         str(SOURCE_DIR / "cuda" / "infogan_cuda.cu"), "-o", str(out / "infogan_cuda.o")],
+         str(SOURCE_DIR / "infogan" / "cuda" / "infogan_cuda.cu"), "-o", str(out / "infogan_cuda.o")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     binding = None
     try:
@@ -78,7 +78,7 @@ def builds(tmp_path_factory):
                 [gxx, "-fsyntax-only", "-std=c++20", "-w", *(f"-I{p}" for p in cpp_extension.include_paths()),
                  f"-I{sysconfig.get_paths()['include']}", f"-I{cuda_include}", f"-I{SOURCE_DIR}",
                  "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE", "-DTORCH_EXTENSION_NAME=fastmi_cuda",
-                 "-DTORCH_API_INCLUDE_EXTENSION_H", str(SOURCE_DIR / "cuda" / "binding.cpp")],
+                 "-DTORCH_API_INCLUDE_EXTENSION_H", str(SOURCE_DIR / "infogan" / "cuda" / "binding.cpp")],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except RuntimeError:
         pass
@@ -99,7 +99,7 @@ def test_kernels_compile_for_sm90_without_spills(builds):
 
     compiled = set()
     for name, info in entries.items():
-        m = re.fullmatch(r"void fastmi::cuda::(forward|backward)_kernel<(?:fastmi::cuda::)?(\w+), (\d+)>\(.*\)", name)
+        m = re.fullmatch(r"void fastmi::cuda::(forward|backward)_kernel<(?:fastmi::(?:cuda::)?)?(\w+), (\d+)>\(.*\)", name)
         assert m, f"unexpected entry {name!r}"
         compiled.add((m.group(1), m.group(2), int(m.group(3))))
         assert set(info) == {"registers", "stack", "spill_stores", "spill_loads"}, f"{name}: ptxas said {info}"

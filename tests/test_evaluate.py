@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from fastmi import evaluate as ev
+from fastmi.train import evaluate as ev
 from fastmi.train import cli
 from mnist_files import write_mnist
 

@@ -1,11 +1,11 @@
-"""The CPU backward's gradient pool (csrc/cpu/grad_pool.h): a freed gradient buffer is
+"""The CPU backward's gradient pool (csrc/common/cpu/grad_pool.h): a freed gradient buffer is
 handed out again, a buffer still in use never is, and the cache keeps its bounds."""
 
 import pytest
 import torch
 
 import fastmi
-from fastmi.backends import cpu
+from fastmi.runtime import cpu_extension as cpu
 from helpers import evaluate, random_case, random_upstream
 
 SPEC = fastmi.LatentSpec(categorical=(10,), continuous=2)

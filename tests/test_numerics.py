@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fastmi
-from fastmi.backends import cpu
+from fastmi.infogan import cpu
 from helpers import random_case, random_upstream, evaluate
 
 SPEC = fastmi.LatentSpec(categorical=(4, 3), bernoulli=2, continuous=2, continuous_prior="normal")

@@ -5,7 +5,7 @@ The specializations are the launches of the interpreted test matrix
 (tests/test_triton_interpreter.py CASES, plus the shapes of the contract-vector,
 extreme-value, NaN and gradcheck tests it also runs): each case's forward and its
 backward with all three and with one upstream grad are run
-through fastmi/backends/triton.py with the kernels swapped for recorders, so the
+through fastmi/infogan/triton.py with the kernels swapped for recorders, so the
 arguments are exactly those the backend passes. Each recorded launch is specialized as
 ``JITFunction.run`` does on a GPU (triton's own binder: pointer dtypes, int and
 alignment specialization, constexprs, launch options) and compiled with
@@ -37,12 +37,12 @@ from triton.compiler import make_backend  # noqa: E402
 from triton.runtime.jit import create_function_from_signature  # noqa: E402
 
 import fastmi  # noqa: E402
-from fastmi.backends import fused_op  # noqa: E402
-from fastmi.backends import triton as triton_backend  # noqa: E402
-from fastmi.inputs import prepare_inputs  # noqa: E402
-from fastmi.kernels.infogan_backward import infogan_backward_kernel  # noqa: E402
-from fastmi.kernels.infogan_forward import infogan_forward_kernel  # noqa: E402
-from fastmi.problem import make_problem  # noqa: E402
+from fastmi.infogan import ops as fused_op  # noqa: E402
+from fastmi.infogan import triton as triton_backend  # noqa: E402
+from fastmi.infogan.inputs import prepare_inputs  # noqa: E402
+from fastmi.infogan.problem import make_problem  # noqa: E402
+from fastmi.kernels.infogan.backward import infogan_backward_kernel  # noqa: E402
+from fastmi.kernels.infogan.forward import infogan_forward_kernel  # noqa: E402
 import test_contract_vectors as contract  # noqa: E402
 import test_numerics as numerics  # noqa: E402
 from helpers import random_case  # noqa: E402
@@ -188,7 +188,7 @@ def test_compiles_for_sm90_without_spills(key):
 
 
 def test_constexprs_are_the_last_parameters_in_order():
-    """The cached-runner launch (fastmi/backends/triton.py _run) appends the constexpr
+    """The cached-runner launch (fastmi/runtime/triton_launch.py launch) appends the constexpr
     values to the runtime arguments: they must be exactly the kernel's trailing parameters."""
     for name, args, kwargs in _recorded_launches():
         kernel = KERNELS[name]
@@ -200,7 +200,7 @@ def test_constexprs_are_the_last_parameters_in_order():
 
 def test_op_schemas_match_fused_op():
     """triton_op infers the schemas from the annotations of forward/backward (it ignores
-    ``schema=``): they must be the ones fused_op.py defines, up to int -> SymInt, which
+    ``schema=``): they must be the ones ops.py defines, up to int -> SymInt, which
     is how torch.library infers a Python int."""
     for op, name, schema in ((triton_backend.ops.forward, "triton_forward", fused_op.FORWARD_SCHEMA),
                              (triton_backend.ops.backward, "triton_backward", fused_op.BACKWARD_SCHEMA)):

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 if torch.cuda.is_available():
     pytest.importorskip("triton")
-    from fastmi.backends import triton as triton_backend
+    from fastmi.infogan import triton as triton_backend
 
     from helpers import check_backend, evaluate, random_case, random_upstream
     from test_triton_interpreter import CASES, HUGE_K, MNIST, RICH
@@ -71,7 +71,7 @@ def test_cached_runner_gives_the_same_bits():
     runner: all identical, and the runner is in use."""
     case = random_case(RICH, 5000, seed=2, device=DEVICE, confident=True, real_batch=4000)
     runs = [_fwd_bwd(case, RICH) for _ in range(3)]
-    assert any(launch.runners for launch in triton_backend._launches.values())
+    assert any(plan.runners for plan in triton_backend._plans.values())
     (out0, grads0) = runs[0]
     for out, grads in runs[1:]:
         for a, b in zip((out0.discriminator, out0.generator, out0.info, out0.stats.mi_categorical),

@@ -7,7 +7,7 @@ module again in a child pytest with TRITON_INTERPRET=1 and fails with the child'
 report when any interpreted test fails. The parent process never sets the variable.
 
 The matrix (CASES) is the one of tests/test_correctness.py thinned for the
-interpreter's speed, keeping every boundary of the layout in kernels/config.py: batch
+interpreter's speed, keeping every boundary of the layout in kernels/infogan/config.py: batch
 1, 63/64/65, the 256-row tile edge (255/256/257; 128/129 for float64), a second
 real-logit block (Br = 1025),
 Br != Bf, a K = 65536 code (chunked online log-sum-exp, one row per tile), a K = 4097
@@ -104,11 +104,11 @@ if not INTERPRETED:
     def test_cpu_tensors_need_the_interpreter():
         """Without TRITON_INTERPRET the backend serves CUDA tensors only, and says why not CPU."""
         pytest.importorskip("triton")
-        from fastmi.backends import unavailable_reason
-        from fastmi.backends import triton as triton_backend
+        from fastmi.infogan import triton as triton_backend
+        from fastmi.infogan.backends import REGISTRY
 
-        assert triton_backend.DEVICES() == ("cuda",)
-        reason = unavailable_reason("triton", "cpu")
+        assert triton_backend.devices() == ("cuda",)
+        reason = REGISTRY.unavailable_reason("triton", "cpu")
         assert reason is not None and "cuda" in reason
         if not torch.cuda.is_available():
             assert "TRITON_INTERPRET" in triton_backend.is_available()
@@ -122,15 +122,16 @@ else:
     import test_numerics as numerics
     from helpers import check_backend, evaluate, random_case, random_upstream
 
-    from fastmi.backends import triton as triton_backend
-    from fastmi.kernels import config
+    from fastmi.infogan import triton as triton_backend
+    from fastmi.kernels.infogan import config
+    from fastmi.runtime import triton_launch
 
     @pytest.fixture(autouse=True)
     def poison_outputs():
         """Outputs start as NaN, so an element a kernel forgets to write fails the test."""
-        triton_backend.set_poison_outputs(True)
+        triton_launch.set_poison_outputs(True)
         yield
-        triton_backend.set_poison_outputs(False)
+        triton_launch.set_poison_outputs(False)
 
     @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
     def test_matches_float64_reference(case):
@@ -165,11 +166,11 @@ else:
         assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7)
 
     def test_backend_serves_cpu_tensors_when_interpreted():
-        from fastmi.backends import unavailable_reason
+        from fastmi.infogan.backends import REGISTRY
 
-        assert "cpu" in triton_backend.DEVICES()
+        assert "cpu" in triton_backend.devices()
         assert triton_backend.is_available() is None
-        assert unavailable_reason("triton", "cpu") is None
+        assert REGISTRY.unavailable_reason("triton", "cpu") is None
 
     @pytest.fixture
     def small_grid(monkeypatch):
@@ -177,7 +178,7 @@ else:
         take several tiles per program, a tile past the end, and a multi-step final sum."""
         monkeypatch.setattr(config, "MAX_PROGRAMS", 3)
         monkeypatch.setattr(config, "BLOCK_PARTIALS", 2)
-        monkeypatch.setattr(triton_backend, "_launches", {})
+        monkeypatch.setattr(triton_backend, "_plans", {})
         layout = config.choose_layout(1500, 2500, MNIST.categorical, 0, 2, False)
         assert (layout.programs, config.cdiv(layout.n_tiles, 3), config.cdiv(layout.n_real_blocks, 3)) == (3, 2, 1)
         yield

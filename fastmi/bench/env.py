@@ -54,7 +54,7 @@ def git_commit(path: Path = Path(__file__).resolve().parent) -> str:
 def nvcc_version() -> str:
     """"nvcc 13.0, V13.0.88" from the nvcc the cuda backend builds with."""
     try:
-        from ..backends import cuda
+        from ..infogan import cuda
         nvcc = cuda.find_cuda_home() / "bin" / "nvcc"
         text = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True).stdout
         return "nvcc " + next(line for line in text.splitlines() if "release" in line).split("release")[-1].strip()

@@ -32,9 +32,9 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
-from ..backends import available_backends
-from ..loss import infogan_loss
-from ..spec import Codes, LatentSpec
+from ..infogan.backends import available_backends
+from ..infogan.api import infogan_loss
+from ..infogan.spec import Codes, LatentSpec
 from .workloads import Inputs, Workload, upstream
 
 COMPILE_MODES = {"compile": "default", "compile-max-autotune": "max-autotune-no-cudagraphs"}

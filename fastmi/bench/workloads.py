@@ -25,9 +25,9 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from ..inputs import prepare_inputs
-from ..problem import make_problem
-from ..spec import Codes, LatentSpec
+from ..infogan.inputs import prepare_inputs
+from ..infogan.problem import make_problem
+from ..infogan.spec import Codes, LatentSpec
 
 SPECS = {
     "mnist": LatentSpec(categorical=(10,), continuous=2),

@@ -29,7 +29,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Optional
 
-from ..spec import LatentSpec
+from ..infogan.spec import LatentSpec
 from .models import Widths
 
 PRESETS = ("fast", "paper", "smoke")

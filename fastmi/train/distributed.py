@@ -47,7 +47,7 @@ def resolve_device(name: Optional[str]) -> torch.device:
 def resolve_execution(parser, device_name: Optional[str], loss_backend: str) -> torch.device:
     """The device of ``--device`` (see resolve_device), after checking that
     ``--loss-backend`` runs on it; a bad value of either ends in ``parser.error``."""
-    from ..backends import backend_name
+    from ..infogan.backends import backend_name
 
     try:
         device = resolve_device(device_name)

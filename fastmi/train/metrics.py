@@ -24,8 +24,8 @@ from typing import List, Optional
 
 import torch
 
-from ..loss import infogan_loss
-from ..spec import Codes, LatentSpec
+from ..infogan.api import infogan_loss
+from ..infogan.spec import Codes, LatentSpec
 
 METRICS_NAME = "metrics.jsonl"
 

@@ -30,7 +30,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from ..spec import LatentSpec
+from ..infogan.spec import LatentSpec
 
 
 @dataclass(frozen=True)

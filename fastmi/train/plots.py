@@ -16,7 +16,7 @@ from typing import List
 
 import torch
 
-from ..spec import Codes, LatentSpec
+from ..infogan.spec import Codes, LatentSpec
 
 
 def _pyplot():

@@ -23,10 +23,10 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
-from .. import evaluate as evaluation
-from ..backends import backend_name
-from ..loss import infogan_loss
-from ..spec import Codes, LatentSpec
+from . import evaluate as evaluation
+from ..infogan.backends import backend_name
+from ..infogan.api import infogan_loss
+from ..infogan.spec import Codes, LatentSpec
 from . import checkpoint as ckpt
 from . import distributed, metrics, plots
 from .batches import BatchOrder

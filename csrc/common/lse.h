@@ -1,0 +1,85 @@
+// fastmi: log-sum-exp, once for every C++ and CUDA kernel.
+//
+// A log-sum-exp is carried as Lse{m, s}: m the largest value seen (-inf before any) and
+// s = sum exp(x - m), so that LSE = m + log(s) and softmax(x) = exp(x - m) / s. Every
+// function is a template over a lane type V of csrc/common/fast_math.h: a scalar (CUDA
+// threads, CPU rows) or a vector of CPU lanes, with selects for branches.
+//
+//   lse_push(l, v)       folds one value in, with ONE exp: exp(min - max) of (m, v)
+//   lse_merge(a, b)      two partial results (lanes of a warp, CPU chunks)
+//   lse_of(K, x, ex)     K values at hand (registers, a tile, a short row): their max
+//                        first, then the sum of exp(x - max) (ex receives each term)
+//   lse_log(l)           m + log(s)
+//
+// NaN: a NaN value fails every comparison and turns s into NaN, so a NaN logit gives a
+// NaN log-sum-exp, as in the reference.
+#pragma once
+
+#include <type_traits>
+
+#include "fast_math.h"
+
+namespace fastmi {
+
+template <typename V>
+struct Lse {
+  V m;  // the largest value folded in (-inf: none yet)
+  V s;  // sum of exp(x - m) over the values folded in
+};
+
+template <typename V>
+FASTMI_FN Lse<V> lse_empty() {
+  using S = typename Lane<V>::S;
+  return {Lane<V>::splat(-S(INFINITY)), Lane<V>::splat(S(0))};
+}
+
+// One value in. When v is the new max the old sum is rescaled by exp(m - v) and v adds
+// exp(0) = 1; otherwise v adds exp(v - m). Either way the exponent is min - max <= 0, so
+// one exp_nonpos serves both (the first value: exp(-inf) = 0 rescales s = 0).
+template <typename V>
+FASTMI_FN void lse_push(Lse<V>& l, V v) {
+  using S = typename Lane<V>::S;
+  const auto up = v > l.m;
+  const V lo = up ? l.m : v;
+  const V hi = up ? v : l.m;
+  const V e = fm_exp_nonpos(lo - hi);
+  l.s = up ? l.s * e + S(1) : l.s + e;
+  l.m = hi;
+}
+
+// Two partial log-sum-exps. Symmetric in (a, b) bit for bit, so that both lanes of a
+// butterfly step agree; an empty side (m = -inf) contributes its s = 0 without an exp.
+template <typename V>
+FASTMI_FN Lse<V> lse_merge(Lse<V> a, Lse<V> b) {
+  const V M = Lane<V>::max(a.m, b.m);
+  const V sa = a.m == M ? a.s : a.s * fm_exp_nonpos(a.m - M);
+  const V sb = b.m == M ? b.s : b.s * fm_exp_nonpos(b.m - M);
+  return {M, sa + sb};
+}
+
+// The Lse of K values x(j), j < K, that are cheap to read twice: the max first, then one
+// exp per value. When ex is not null, ex[j] receives exp(x(j) - max) (the backward's
+// softmax numerators). X is an array or a callable j -> V.
+template <typename V, typename X>
+FASTMI_FN Lse<V> lse_of(int64_t K, X&& x, V* ex) {
+  auto at = [&](int64_t j) -> V {
+    if constexpr (std::is_invocable_v<X, int64_t>) return x(j);
+    else return x[j];
+  };
+  V mx = at(0);
+  for (int64_t j = 1; j < K; ++j) mx = Lane<V>::max(at(j), mx);
+  V s = Lane<V>::splat(typename Lane<V>::S(0));
+  for (int64_t j = 0; j < K; ++j) {
+    const V e = fm_exp_nonpos(at(j) - mx);
+    if (ex != nullptr) ex[j] = e;
+    s = s + e;
+  }
+  return {mx, s};
+}
+
+template <typename V>
+FASTMI_FN V lse_log(const Lse<V>& l) {
+  return l.m + fm_log(l.s);
+}
+
+}  // namespace fastmi

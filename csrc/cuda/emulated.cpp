@@ -1,8 +1,0 @@
-// The CUDA kernels of infogan_cuda.cu compiled as plain C++ for the CPU emulation in
-// emulation.h (built with -DFASTMI_CUDA_EMULATION by fastmi.backends.cuda.emulation_extension,
-// together with binding.cpp): the same source, run on CPU tensors, so that CI checks the
-// kernels' indexing, reductions and layouts against the float64 reference without a GPU.
-#if !defined(FASTMI_CUDA_EMULATION)
-#error "emulated.cpp is the CPU emulation build of infogan_cuda.cu: compile it with -DFASTMI_CUDA_EMULATION"
-#endif
-#include "infogan_cuda.cu"

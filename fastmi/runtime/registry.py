@@ -1,0 +1,100 @@
+"""Backend registries: which implementation of an op serves a call.
+
+An op (``fastmi/<op>/``) keeps one :class:`Registry` of its backends. Each backend is a
+module ``<package>.<name>`` that defines
+
+    devices() -> tuple               the device types it runs on here
+    is_available() -> str | None     None when usable, else the reason it is not
+    <entry>(inputs, problem)         the op's computation (``entry`` names it)
+
+imported lazily, so that ``import fastmi`` neither builds native code nor imports triton.
+
+``backend="auto"`` picks, for the tensors' device type:
+
+- CPU: the op's fused ``"cpu"`` backend, else ``"reference"`` (with a warning) when it
+  cannot build;
+- CUDA: the rule of :func:`fastmi.runtime.gpu_rule.choose_gpu_backend`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Callable
+
+import torch
+
+
+class Registry:
+    """The backends of one op: ``names`` in the order users see them, modules under
+    ``package``, each exporting ``entry``; ``who`` starts every error message."""
+
+    def __init__(self, op: str, package: str, names: tuple, *, entry: str, who: str):
+        self.op = op
+        self.package = package
+        self.names = tuple(names)
+        self.entry = entry
+        self.who = who
+        self._resolved: dict = {}   # (backend, device type) -> name
+        self._entries: dict = {}    # name -> the backend's entry function
+
+    def module(self, name: str):
+        return importlib.import_module(f"{self.package}.{name}")
+
+    def unavailable_reason(self, name: str, device_type: str):
+        """None when backend ``name`` runs on ``device_type`` tensors here, else why not."""
+        try:
+            devices = self.module(name).devices()
+        except ImportError as exc:  # e.g. triton is not installed
+            return f"it cannot be imported ({exc})"
+        if device_type not in devices:
+            return f"it runs on {', '.join(devices) or 'no device here'}, not on {device_type} tensors"
+        return self.module(name).is_available()
+
+    def available(self, device="cpu") -> list:
+        """The backends that run on ``device`` here (this may build native code)."""
+        device_type = torch.device(device).type
+        return [name for name in self.names if self.unavailable_reason(name, device_type) is None]
+
+    def _auto(self, device_type: str) -> str:
+        if device_type == "cuda":
+            from .gpu_rule import choose_gpu_backend
+            return choose_gpu_backend(self.op, lambda name: self.unavailable_reason(name, "cuda"))
+        if device_type == "cpu" and "cpu" in self.names:
+            reason = self.unavailable_reason("cpu", "cpu")
+            if reason is None:
+                return "cpu"
+            warnings.warn(f"fastmi: the fused CPU kernel is unavailable ({reason}); backend='auto' "
+                          f"uses the reference", RuntimeWarning, stacklevel=6)
+        return "reference"
+
+    def resolve(self, backend: str, device_type: str) -> str:
+        """The backend that serves ``backend`` on ``device_type`` tensors. Raises ValueError,
+        listing the valid choices, when it cannot."""
+        key = (backend, device_type)
+        name = self._resolved.get(key)
+        if name is not None:
+            return name
+        if backend == "auto":
+            name = self._auto(device_type)
+        elif backend in self.names:
+            name = backend
+        else:
+            raise ValueError(f"{self.who}: backend must be one of {('auto',) + self.names}, got {backend!r}")
+        reason = self.unavailable_reason(name, device_type)
+        if reason is not None:
+            valid = ["auto"] + [b for b in self.names if self.unavailable_reason(b, device_type) is None]
+            raise ValueError(f"{self.who}: backend {name!r} cannot serve {device_type} tensors here: "
+                             f"{reason}. Valid choices for {device_type} tensors: {valid}")
+        self._entries[name] = getattr(self.module(name), self.entry)
+        self._resolved[key] = name
+        return name
+
+    def entry_of(self, name: str) -> Callable:
+        """The entry function of a backend that :meth:`resolve` returned."""
+        return self._entries[name]
+
+    def forget(self) -> None:
+        """Drops every resolved choice (tests that change what is available)."""
+        self._resolved.clear()
+        self._entries.clear()

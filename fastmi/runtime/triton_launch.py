@@ -1,0 +1,108 @@
+"""Launch machinery shared by the Triton backends of every op.
+
+- :func:`interpreting`: whether triton runs kernels in its CPU interpreter
+  (``TRITON_INTERPRET=1``, set before triton is imported), which is how CI runs them.
+- :func:`split_float`: a Python float as two fp32 kernel arguments (hi, lo).
+- :func:`launch`: one kernel launch, through ``wrap_triton`` while torch.compile traces,
+  else through a cached CompiledKernel runner (see below).
+- :class:`DeviceGuard`: makes the tensors' CUDA device current for the launch.
+- :func:`set_poison_outputs` / :func:`new_output`: tests fill every fresh output with
+  NaN, so that an element a kernel forgets to write fails a comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import torch
+from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
+from torch._subclasses.functional_tensor import FunctionalTensor
+
+
+def interpreting() -> bool:
+    """Whether triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def split_float(x: float) -> tuple:
+    """(fp32(x), fp32(x - fp32(x))): a Python float as two fp32 kernel arguments, from
+    which a float64 kernel restores ~48 mantissa bits (kernels/common/numerics.py
+    ``scalar_arg``)."""
+    hi = struct.unpack("f", struct.pack("f", x))[0]
+    return hi, struct.unpack("f", struct.pack("f", x - hi))[0]
+
+
+def tracing(t: Tensor) -> bool:
+    """True while torch.compile traces an op (fake or functional tensors)."""
+    return isinstance(t, (FakeTensor, FunctionalTensor))
+
+
+# Launch through a cached CompiledKernel runner instead of JITFunction.run, whose argument
+# binding and specialization cost tens of microseconds per launch on the host. A runner
+# is reused only for launches that JITFunction.run would specialize identically: same
+# kernel, device, constexprs (the caller keys its runners by shape and problem, hence the
+# same ints), same tensor dtypes, and every pointer 16-byte aligned (triton's one pointer
+# specialization), as it was when the runner's kernel was compiled. Anything else takes
+# the ordinary path. FASTMI_TRITON_FAST_LAUNCH=0 turns it off.
+FAST_LAUNCH = os.environ.get("FASTMI_TRITON_FAST_LAUNCH", "1") == "1"
+
+
+def launch(kernel, grid: tuple, args: tuple, constexprs: dict, *, num_warps: int, runners: dict,
+           traced: bool) -> None:
+    """``kernel[grid](*args, **constexprs)``. ``runners`` caches compiled launchers: the
+    caller keeps one dict per (shape, problem), which fixes the grid of each kernel."""
+    if traced:  # torch.compile: inductor sees the kernel through wrap_triton
+        torch.library.wrap_triton(kernel)[grid](*args, **constexprs, num_warps=num_warps)
+        return
+    if not FAST_LAUNCH or interpreting():
+        kernel[grid](*args, **constexprs, num_warps=num_warps)
+        return
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    aligned = all(t.data_ptr() % 16 == 0 for t in tensors)
+    key = (kernel, tensors[0].get_device(), id(constexprs), *(t.dtype for t in tensors))
+    runner = runners.get(key) if aligned else None
+    if runner is not None:
+        runner(*args, *constexprs.values())  # constexprs are the kernels' last parameters, in order
+        return
+    compiled = kernel[grid](*args, **constexprs, num_warps=num_warps)
+    if aligned and compiled is not None:
+        runners[key] = compiled[grid]
+
+
+class DeviceGuard:
+    """Makes ``tensor``'s CUDA device current for the launch (triton launches on the
+    current device); a CPU tensor (the interpreter) changes nothing."""
+
+    __slots__ = ("index", "previous")
+
+    def __init__(self, tensor: Tensor):
+        self.index = tensor.get_device()
+        self.previous = -1
+
+    def __enter__(self):
+        if self.index >= 0:
+            current = torch.cuda.current_device()
+            if current != self.index:
+                self.previous = current
+                torch.cuda.set_device(self.index)
+
+    def __exit__(self, *exc):
+        if self.previous >= 0:
+            torch.cuda.set_device(self.previous)
+
+
+_poison = False
+
+
+def set_poison_outputs(on: bool) -> None:
+    """Tests: fill every output with NaN before the launch, so an element a kernel forgets
+    to write fails a comparison instead of passing by luck (costs a fill per output)."""
+    global _poison
+    _poison = bool(on)
+
+
+def new_output(t: Tensor) -> Tensor:
+    """A freshly allocated output tensor, NaN-filled while poisoning is on."""
+    return t.fill_(float("nan")) if _poison else t

@@ -1,0 +1,1 @@
+"""Triton numerics shared by every op's kernels (numerics.py)."""
