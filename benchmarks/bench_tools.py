@@ -158,7 +158,7 @@ def test_ncu_wrapper_command_line():
                               + (REPO / "kernels" / "infogan" / "backward.py").read_text(), re.M)
     cuda_names = re.findall(r"^\s+(\w+_kernel)\(const", (REPO / "csrc" / "infogan" / "cuda" / "infogan_cuda.cu").read_text(),
                             re.M)
-    assert sorted(triton_names) == ["infogan_backward_kernel", "infogan_forward_kernel"]
+    assert sorted(triton_names) == ["infogan_backward_kernel", "infogan_finalize_kernel", "infogan_forward_kernel"]
     assert sorted(cuda_names) == ["backward_kernel", "forward_kernel"]
     for name in triton_names + cuda_names:
         assert re.match(regex, name), name

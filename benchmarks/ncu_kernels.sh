@@ -14,7 +14,7 @@
 # Settings (environment):
 #   NCU          the ncu binary (default: ncu on PATH, else /usr/local/cuda/bin/ncu)
 #   NCU_SET      the section set (default: full; "basic" is faster)
-#   NCU_COUNT    kernels to profile (default 8: forward + backward, 2 steps, 2 backends)
+#   NCU_COUNT    kernels to profile (default 10: forward (+ Triton's finalize) + backward, 2 steps, 2 backends)
 #   PROVIDERS    backends to run (default: "triton cuda")
 #
 # --clock-control none keeps the GPU at its application clocks (ncu locks them to base
@@ -27,7 +27,7 @@
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3 || command -v python)}
-KERNEL_REGEX='^(infogan_)?(forward|backward)_kernel'
+KERNEL_REGEX='^(infogan_)?(forward|finalize|backward)_kernel'
 OUT_DIR=${OUT:-benchmarks/results/ncu}
 if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then OUT_DIR=$1; shift; fi
 DRY_RUN=0
@@ -42,7 +42,7 @@ NVTX=(--nvtx)
 for p in "${PROVIDER_LIST[@]}"; do NVTX+=(--nvtx-include "$p/"); done
 CMD=("$NCU_BIN" --clock-control none --target-processes all "${NVTX[@]}"
      --kernel-name-base function --kernel-name "regex:$KERNEL_REGEX"
-     --launch-count "${NCU_COUNT:-8}" --set "${NCU_SET:-full}"
+     --launch-count "${NCU_COUNT:-10}" --set "${NCU_SET:-full}"
      --export "$OUT_DIR/fastmi_kernels" --force-overwrite
      "$PY" benchmarks/profile_steps.py --no-profiler --steps 2 --out "$OUT_DIR"
      --providers "${PROVIDER_LIST[@]}" "${ARGS[@]}")

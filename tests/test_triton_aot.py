@@ -42,14 +42,15 @@ from fastmi.infogan import triton as triton_backend  # noqa: E402
 from fastmi.infogan.inputs import prepare_inputs  # noqa: E402
 from fastmi.infogan.problem import make_problem  # noqa: E402
 from fastmi.kernels.infogan.backward import infogan_backward_kernel  # noqa: E402
-from fastmi.kernels.infogan.forward import infogan_forward_kernel  # noqa: E402
+from fastmi.kernels.infogan.forward import infogan_finalize_kernel, infogan_forward_kernel  # noqa: E402
 import test_contract_vectors as contract  # noqa: E402
 import test_numerics as numerics  # noqa: E402
 from helpers import random_case  # noqa: E402
 from test_triton_interpreter import CASES, Case  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
-KERNELS = {"forward": infogan_forward_kernel, "backward": infogan_backward_kernel}
+KERNELS = {"forward": infogan_forward_kernel, "finalize": infogan_finalize_kernel,
+           "backward": infogan_backward_kernel}
 
 
 class _Recorder:
@@ -85,8 +86,8 @@ def _all_cases() -> list:
 def _recorded_launches() -> list:
     launches = []
     saved = dict(triton_backend.__dict__)
-    triton_backend.infogan_forward_kernel = _Recorder("forward", launches)
-    triton_backend.infogan_backward_kernel = _Recorder("backward", launches)
+    for name in KERNELS:
+        setattr(triton_backend, f"infogan_{name}_kernel", _Recorder(name, launches))
     try:
         for case in _all_cases():
             c = random_case(case.spec, case.batch, dtype=case.dtype, seed=case.batch, **case.kwargs)
@@ -98,8 +99,8 @@ def _recorded_launches() -> list:
             triton_backend.backward(*upstream, *inputs, *args)
             triton_backend.backward(None, upstream[1], None, *inputs, *args)  # absent upstream grads
     finally:
-        triton_backend.infogan_forward_kernel = saved["infogan_forward_kernel"]
-        triton_backend.infogan_backward_kernel = saved["infogan_backward_kernel"]
+        for name in KERNELS:
+            setattr(triton_backend, f"infogan_{name}_kernel", saved[f"infogan_{name}_kernel"])
     return launches
 
 
@@ -142,8 +143,8 @@ def _describe(name, signature, constexprs, options) -> str:
     arg_names = list(signature)
     named = {arg_names[path[0]]: value for path, value in constexprs.items()}
     keys = ("FP64", "ROWS", "CAT_SIZES", "CAT_BLOCKS", "N_BERN", "N_CONT", "LEARNED_STD", "HAS_REAL", "HAS_FAKE",
-            "SINGLE_PROGRAM")
-    dtype = signature["q_ptr"]
+            "SINGLE_PROGRAM", "HAS_GRAD_DISC", "HAS_GRAD_GEN", "HAS_GRAD_INFO")
+    dtype = signature.get("q_ptr", signature.get("disc_ptr"))
     return f"{name} q={dtype} warps={options.num_warps} " + " ".join(f"{k}={named.get(k)}" for k in keys)
 
 
@@ -154,6 +155,9 @@ def test_the_matrix_covers_every_dtype_and_layout():
     for name, signature, constexprs, attrs, options in SPECIALIZATIONS.values():
         arg_names = list(signature)
         named = {arg_names[path[0]]: value for path, value in constexprs.items()}
+        if name == "finalize":  # one program over the float64 partial sums: no rows, no codes
+            seen.add((name, signature["partials_ptr"], signature["disc_ptr"]))
+            continue
         seen.add((name, signature["q_ptr"]))
         seen.add((name, "cat", signature["cat_ptr"]))
         if named["ROWS"] >= 64:
@@ -164,7 +168,8 @@ def test_the_matrix_covers_every_dtype_and_layout():
             seen.add((name, "chunked"))
         if name == "forward":
             seen.add((name, "single" if named["SINGLE_PROGRAM"] else "multi"))
-    for name in KERNELS:
+    assert ("finalize", "*fp64", "*fp32") in seen and ("finalize", "*fp64", "*fp64") in seen
+    for name in ("forward", "backward"):
         for dtype in ("*fp32", "*bf16", "*fp16", "*fp64"):
             assert (name, dtype) in seen, (name, dtype)
         for kind in ("small-W", "large-W", "chunked"):
@@ -252,11 +257,13 @@ def test_compile_traces_the_kernels_without_graph_break(monkeypatch):
         compiled(*leaves)
     assert len(graphs) == 2, graphs
     forward_graph, backward_graph = graphs
-    assert forward_graph.count("triton_kernel_wrapper_functional(") == 1
+    # the multi-program forward: the partial sums, then their finalize
+    assert forward_graph.count("triton_kernel_wrapper_functional(") == 2
     assert backward_graph.count("triton_kernel_wrapper_functional(") == 1
-    assert "tensors_to_clone = ['disc_ptr', 'gen_ptr', 'info_ptr', 'stats_ptr', 'partials_ptr', 'counter_ptr']" \
-        in forward_graph
+    # the first launch writes only the call's workspace, the second only the outputs
+    assert "tensors_to_clone = ['partials_ptr']" in forward_graph
+    assert "tensors_to_clone = ['disc_ptr', 'gen_ptr', 'info_ptr', 'stats_ptr']" in forward_graph
     assert "tensors_to_clone = ['grad_real_ptr', 'grad_fake_ptr', 'grad_q_ptr']" in backward_graph
     assert "aten.clone" not in forward_graph + backward_graph
-    # the multi-program forward's ticket counter is a zeros in the graph, not a module tensor
-    assert "_tensor_constant" not in forward_graph and "aten.zeros" in forward_graph
+    # no module-level tensor and no shared state: the workspace is the call's own empty
+    assert "_tensor_constant" not in forward_graph and "aten.zeros" not in forward_graph

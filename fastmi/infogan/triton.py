@@ -23,13 +23,11 @@ Invalid codes: a categorical index outside [0, K) or a bernoulli value other tha
 makes the losses (and that element's gradient) NaN; the kernels never read memory at
 the code's value. The CPU backends raise instead, which would need a host sync here.
 
-The multi-program forward hands out tickets from a per-device int32 counter that the
-last program puts back to zero; it is created (zeroed) on the device's first such call,
-so run one eager call before capturing a CUDA graph, and do not overlap two such
-launches on different streams of one device. Under torch.compile the counter is a
-``torch.zeros`` in the graph instead (a graph cannot hold a module-level tensor that a
-kernel mutates). A problem small enough for one program (e.g. B <= 256 at W = 14) uses
-no counter at all.
+Launches: a problem small enough for one program (e.g. B <= 256 at W = 14) takes one
+forward launch; a larger one takes two, the programs' float64 partial sums going through
+a workspace that the call allocates for itself, then one program that adds them in a
+fixed order. No call shares state with another, so concurrent streams, threads and CUDA
+graphs cannot disturb each other's results; the backward is one launch.
 """
 
 from typing import Optional
@@ -40,7 +38,7 @@ from torch import Tensor
 
 from ..kernels.infogan import config
 from ..kernels.infogan.backward import infogan_backward_kernel
-from ..kernels.infogan.forward import infogan_forward_kernel
+from ..kernels.infogan.forward import infogan_finalize_kernel, infogan_forward_kernel
 from ..runtime.triton_launch import DeviceGuard, interpreting, new_output, split_float, tracing
 from ..runtime.triton_launch import launch as launch_kernel
 from ..runtime.library import register_triton
@@ -69,8 +67,9 @@ def is_available():
 class _Plan:
     """Everything about the two launches that depends only on the shapes and the problem."""
 
-    __slots__ = ("layout", "grid", "backward_grid", "single", "trip_counts", "forward_scalars", "backward_scalars",
-                 "forward_constexprs", "backward_constexprs", "runners")
+    __slots__ = ("layout", "grid", "backward_grid", "single", "trip_counts", "partial_blocks", "forward_scalars",
+                 "finalize_scalars", "backward_scalars", "forward_constexprs", "finalize_constexprs",
+                 "backward_constexprs", "runners")
 
     def __init__(self, n_rows, n_real, cat_sizes, n_bernoulli, n_continuous, learned_std, fixed_logvar,
                  prior_entropy, lambda_cat, lambda_cont, minimax, real_label, sum_reduction, fp64, has_real,
@@ -81,11 +80,12 @@ class _Plan:
         self.backward_grid = (layout.backward_programs,)
         self.single = layout.programs == 1
         self.trip_counts = (config.cdiv(layout.n_real_blocks, layout.programs),
-                            config.cdiv(layout.n_tiles, layout.programs),
-                            config.cdiv(layout.programs, config.BLOCK_PARTIALS))
+                            config.cdiv(layout.n_tiles, layout.programs))
+        self.partial_blocks = config.cdiv(layout.programs, config.BLOCK_PARTIALS)
         fl, pe, lc, lo, rl = (split_float(float(v)) for v in (fixed_logvar, prior_entropy, lambda_cat, lambda_cont,
                                                           real_label))
         self.forward_scalars = (*fl, *pe, *lc, *lo, *rl)
+        self.finalize_scalars = (*pe, *lc, *lo, *rl)
         self.backward_scalars = (*fl, *lc, *lo, *rl)
         width = sum(cat_sizes) + n_bernoulli + n_continuous * (2 if learned_std else 1)
         shared = dict(
@@ -96,7 +96,11 @@ class _Plan:
             SUM_REDUCTION=sum_reduction, FP64=fp64, ROWS=layout.rows, BLOCK_REAL=layout.block_real,
         )
         self.forward_constexprs = dict(shared, N_SUMS=layout.n_sums, N_STATS=layout.n_stats,
-                                       SINGLE_PROGRAM=self.single, BLOCK_PARTIALS=config.BLOCK_PARTIALS)
+                                       SINGLE_PROGRAM=self.single)
+        self.finalize_constexprs = dict(CAT_SIZES=cat_sizes, N_BERN=n_bernoulli, N_CONT=n_continuous,
+                                        HAS_REAL=has_real, HAS_FAKE=has_fake, MINIMAX=minimax,
+                                        SUM_REDUCTION=sum_reduction, N_SUMS=layout.n_sums, N_STATS=layout.n_stats,
+                                        BLOCK_PARTIALS=config.BLOCK_PARTIALS)
         self.backward_constexprs = {  # one per combination of present upstream grads
             flags: dict(shared, HAS_GRAD_DISC=flags[0], HAS_GRAD_GEN=flags[1], HAS_GRAD_INFO=flags[2])
             for flags in ((a, b, c) for a in (False, True) for b in (False, True) for c in (False, True))
@@ -124,23 +128,6 @@ def _plan(n_rows: int, n_real: int, q, fake, problem_args) -> _Plan:
     return plan
 
 
-_counters: dict = {}
-
-
-def _counter(device: torch.device, traced: bool) -> Tensor:
-    """The ticket counter of the multi-program forward: zero between launches."""
-    if traced:
-        return torch.zeros(1, dtype=torch.int32, device=device)
-    counter = _counters.get(device)
-    if counter is None:
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("fastmi triton backend: the first multi-program forward on a device cannot run "
-                               "inside CUDA graph capture (it creates the zeroed ticket counter); run one call "
-                               "eagerly before capturing")
-        counter = _counters[device] = torch.zeros(1, dtype=torch.int32, device=device)
-    return counter
-
-
 # ---- the two op implementations (their annotations are the op schemas) ---------------------
 
 def forward(real: Optional[Tensor], fake: Optional[Tensor], q: Tensor, categorical: Optional[Tensor],
@@ -148,7 +135,8 @@ def forward(real: Optional[Tensor], fake: Optional[Tensor], q: Tensor, categoric
             n_continuous: int, learned_std: bool, fixed_logvar: float, prior_entropy: float, lambda_cat: float,
             lambda_cont: float, minimax: bool, real_label: float,
             sum_reduction: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(discriminator, generator, info, stats)`` of one batch, in one launch."""
+    """``(discriminator, generator, info, stats)`` of one batch: one launch, or two (the
+    partial sums, then their float64 finalize) when the batch needs several programs."""
     # int(): under torch.compile with dynamic shapes this specializes on the batch sizes,
     # which the layout (block sizes, grid) depends on
     n_rows, n_real = int(q.shape[0]), 0 if real is None else int(real.shape[0])
@@ -161,19 +149,22 @@ def forward(real: Optional[Tensor], fake: Optional[Tensor], q: Tensor, categoric
     info = new_output(torch.empty((), dtype=acc, device=q.device))
     stats = new_output(torch.empty((config.STATS_FIXED + len(cat_sizes),), dtype=acc, device=q.device))
     traced = tracing(q)
-    if plan.single:
-        partials = counter = stats  # never touched by a single program
-    else:
-        partials = torch.empty((layout.programs, layout.n_sums), dtype=acc, device=q.device)
-        counter = _counter(q.device, traced)
+    # the call's own workspace: nothing is shared with a launch on another stream or graph
+    partials = stats if plan.single else torch.empty((layout.programs, layout.n_sums), dtype=torch.float64,
+                                                     device=q.device)
     args = (q if real is None else real, q if fake is None else fake, q,
             q if categorical is None else categorical, q if bernoulli is None else bernoulli,
             q if continuous is None else continuous,
-            disc, gen, info, stats, partials, counter,
+            disc, gen, info, stats, partials,
             n_real, n_rows, *plan.trip_counts, *plan.forward_scalars)
     with DeviceGuard(q):
         launch_kernel(infogan_forward_kernel, plan.grid, args, plan.forward_constexprs,
-                      num_warps=plan.layout.num_warps, runners=plan.runners, traced=traced)
+                      num_warps=layout.num_warps, runners=plan.runners, traced=traced)
+        if not plan.single:
+            launch_kernel(infogan_finalize_kernel, (1,),
+                          (partials, disc, gen, info, stats, layout.programs, n_real, n_rows, plan.partial_blocks,
+                           *plan.finalize_scalars),
+                          plan.finalize_constexprs, num_warps=layout.num_warps, runners=plan.runners, traced=traced)
     return disc, gen, info, stats
 
 
@@ -183,23 +174,26 @@ def backward(grad_discriminator: Optional[Tensor], grad_generator: Optional[Tens
              n_continuous: int, learned_std: bool, fixed_logvar: float, prior_entropy: float, lambda_cat: float,
              lambda_cont: float, minimax: bool, real_label: float,
              sum_reduction: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """``(grad_real, grad_fake, grad_q)`` in the inputs' dtypes, in one launch; the grad
-    of an absent input is an empty [0] tensor, an absent upstream grad counts as zero."""
+    """``(grad_real, grad_fake, grad_q)`` in the inputs' dtypes, in one launch. An absent
+    upstream grad counts as zero, and a loss with no upstream grad is left out of every
+    gradient; the grad of an absent input, or of an input that no loss with an upstream
+    grad uses, is an empty [0] tensor (autograd's None)."""
     # int(): under torch.compile with dynamic shapes this specializes on the batch sizes,
     # which the layout (block sizes, grid) depends on
     n_rows, n_real = int(q.shape[0]), 0 if real is None else int(real.shape[0])
     plan = _plan(n_rows, n_real, q, fake, (cat_sizes, n_bernoulli, n_continuous, learned_std, fixed_logvar,
                                  prior_entropy, lambda_cat, lambda_cont, minimax, real_label, sum_reduction))
-    grad_real = new_output(torch.empty_like(real)) if real is not None else q.new_empty((0,))
-    grad_fake = new_output(torch.empty_like(fake)) if fake is not None else q.new_empty((0,))
+    flags = (grad_discriminator is not None, grad_generator is not None, grad_info is not None)
+    real_used, fake_used = real is not None and flags[0], fake is not None and (flags[0] or flags[1])
+    grad_real = new_output(torch.empty_like(real)) if real_used else q.new_empty((0,))
+    grad_fake = new_output(torch.empty_like(fake)) if fake_used else q.new_empty((0,))
     grad_q = new_output(torch.empty_like(q))
     traced = tracing(q)
-    flags = (grad_discriminator is not None, grad_generator is not None, grad_info is not None)
     args = (grad_discriminator if flags[0] else q, grad_generator if flags[1] else q, grad_info if flags[2] else q,
             q if real is None else real, q if fake is None else fake, q,
             q if categorical is None else categorical, q if bernoulli is None else bernoulli,
             q if continuous is None else continuous,
-            grad_q if real is None else grad_real, grad_q if fake is None else grad_fake, grad_q,
+            grad_real if real_used else grad_q, grad_fake if fake_used else grad_q, grad_q,
             n_real, n_rows, *plan.backward_scalars)
     with DeviceGuard(q):
         launch_kernel(infogan_backward_kernel, plan.backward_grid, args, plan.backward_constexprs[flags],

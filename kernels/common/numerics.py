@@ -5,6 +5,7 @@
     softplus_pair(x)          (softplus(x), softplus(-x)) from one exp and one log
     sigmoid_pair(x)           (sigmoid(x), sigmoid(x) - 1) from one exp
     online_lse_step(m, s, x)  one chunk of an online log-sum-exp over axis 1
+    sub_max(x, m)             x - max, at the limit for +inf logits
     add_at / read_at          a scalar added into / read from a register vector's slot
 
     softplus(x) = max(x, 0) + log1p(exp(-|x|))
@@ -63,10 +64,22 @@ def sigmoid_pair(x):
 
 
 @triton.jit
+def sub_max(x, m):
+    """x - m for a running max m of x, taken at the limit where IEEE gives inf - inf = NaN:
+    with m = +inf, 0 for the +inf entries (each weighs exp(0) = 1: the softmax is uniform
+    over them) and -inf for the others; with m = -inf (nothing but -inf so far) -inf, so
+    they weigh 0. For finite m it is x - m, bit for bit; a NaN stays NaN."""
+    inf: tl.constexpr = float("inf")
+    return tl.where(m == inf, tl.where(x == m, 0.0, -inf), tl.where(m == -inf, -inf, x - m))
+
+
+@triton.jit
 def online_lse_step(m_run, s_run, x):
-    """One chunk of an online log-sum-exp over axis 1: (max, sum exp(x - max)) so far."""
+    """One chunk of an online log-sum-exp over axis 1: (max, sum exp(x - max)) so far,
+    from (m_run, s_run) = (-inf, 0) before the first chunk. LSE = m + log(s); with +inf
+    logits, m = +inf and s counts them (see sub_max)."""
     m_new = tl.maximum(m_run, tl.max(x, axis=1))
-    s_new = s_run * tl.exp(m_run - m_new) + tl.sum(tl.exp(x - m_new[:, None]), axis=1)
+    s_new = s_run * tl.exp(sub_max(m_run, m_new)) + tl.sum(tl.exp(sub_max(x, m_new[:, None])), axis=1)
     return m_new, s_new
 
 

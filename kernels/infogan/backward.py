@@ -22,7 +22,7 @@ go to fresh tensors, never into an input.
 import triton
 import triton.language as tl
 
-from ..common.numerics import online_lse_step, scalar_arg, to_acc
+from ..common.numerics import online_lse_step, scalar_arg, sub_max, to_acc
 from .terms import bernoulli_grad, fake_grad, gaussian_grads, load_logits, real_grad, softmax_grad
 
 
@@ -46,7 +46,7 @@ def _categorical_grad(q_rows, g_rows, codes, row_ok, scale, OFFSET: tl.constexpr
         mask = row_ok[:, None] & (cols[None, :] < K)
         x = load_logits(q_rows[:, None] + (OFFSET + cols)[None, :], mask, cols[None, :] < K, FP64)
         m = tl.max(x, axis=1)
-        p = tl.exp(x - m[:, None])
+        p = tl.exp(sub_max(x, m[:, None]))
         soft = p * (1.0 / tl.sum(p, axis=1))[:, None]
         g = softmax_grad(soft, cols[None, :] == c[:, None]) * scale
         g = tl.where(valid[:, None], g, float("nan"))
@@ -59,12 +59,22 @@ def _categorical_grad(q_rows, g_rows, codes, row_ok, scale, OFFSET: tl.constexpr
             mask = row_ok[:, None] & (cc[None, :] < K)
             x = load_logits(q_rows[:, None] + (OFFSET + cc)[None, :], mask, cc[None, :] < K, FP64)
             m, s = online_lse_step(m, s, x)
-        lse = m + tl.log(s)
+        # softmax = exp(x - lse); at +inf logits (m = +inf) the limit, 1 / count for each
+        # of them and 0 elsewhere, as exp(min(x, big) - big) / s with big the largest
+        # finite value (one min per logit: a sub_max here made ptxas spill)
+        if FP64:
+            big = tl.full([], 1.7976931348623157e308, tl.float64)
+        else:
+            big = tl.full([], 3.4028234663852886e38, tl.float32)
+        at_inf = m == float("inf")
+        log_s = tl.log(s)
+        base = tl.where(at_inf, big, m + log_s)
+        limit_scale = tl.where(at_inf, tl.exp(-log_s), 1.0)  # 1 / s without a division's slow-path call
         for start in range(0, K, BLOCK):
             cc = start + cols
             mask = row_ok[:, None] & (cc[None, :] < K)
             x = load_logits(q_rows[:, None] + (OFFSET + cc)[None, :], mask, cc[None, :] < K, FP64)
-            soft = tl.exp(x - lse[:, None])
+            soft = tl.exp(tl.minimum(x, big) - base[:, None]) * limit_scale[:, None]
             g = softmax_grad(soft, cc[None, :] == c[:, None]) * scale
             g = tl.where(valid[:, None], g, float("nan"))
             tl.store(g_rows[:, None] + (OFFSET + cc)[None, :], g.to(g_rows.dtype.element_ty), mask=mask)
@@ -101,35 +111,38 @@ def infogan_backward_kernel(
         r_q = 1.0 / tl.cast(n_rows, g_all.dtype)
         r_real = 1.0 / tl.maximum(tl.cast(n_real, g_all.dtype), 1.0)
 
-    if HAS_REAL:
-        if pid * BLOCK_REAL < n_real:
-            offs = pid * BLOCK_REAL + tl.arange(0, BLOCK_REAL)
-            ok = offs < n_real
-            r = to_acc(tl.load(real_ptr + offs, mask=ok, other=0.0), FP64)
+    if HAS_REAL and HAS_GRAD_DISC:  # only the discriminator loss uses the real logits
+        first = pid.to(tl.int64) * BLOCK_REAL  # element offsets in int64, inside a block in int32
+        if first < n_real:
+            offs = tl.arange(0, BLOCK_REAL)
+            ok = offs < tl.minimum(n_real - first, BLOCK_REAL).to(tl.int32)
+            r = to_acc(tl.load(real_ptr + first + offs, mask=ok, other=0.0), FP64)
             g_real = real_grad(r, g_disc * r_real, real_label)
-            tl.store(grad_real_ptr + offs, g_real.to(grad_real_ptr.dtype.element_ty), mask=ok)
+            tl.store(grad_real_ptr + first + offs, g_real.to(grad_real_ptr.dtype.element_ty), mask=ok)
 
-    if pid * ROWS < n_rows:
-        rows = pid * ROWS + tl.arange(0, ROWS)
-        row_ok = rows < n_rows
-        rows64 = rows.to(tl.int64)  # B x W may exceed 2^31
-        q_rows = q_ptr + rows64 * W
-        g_rows = grad_q_ptr + rows64 * W
-        if HAS_FAKE:
-            f = to_acc(tl.load(fake_ptr + rows, mask=row_ok, other=0.0), FP64)
-            g_fake = fake_grad(f, g_disc * r_q, g_gen * r_q, MINIMAX)
-            tl.store(grad_fake_ptr + rows, g_fake.to(grad_fake_ptr.dtype.element_ty), mask=row_ok)
+    first = pid.to(tl.int64) * ROWS  # the tile's first row in int64 (B x W may pass 2^31), rows in it in
+    if first < n_rows:               # int32 (config.choose_layout keeps ROWS x W below 2^31)
+        local = tl.arange(0, ROWS)
+        row_ok = local < tl.minimum(n_rows - first, ROWS).to(tl.int32)
+        q_rows = q_ptr + first * W + local * W
+        g_rows = grad_q_ptr + first * W + local * W
+        if HAS_FAKE and (HAS_GRAD_DISC or HAS_GRAD_GEN):  # the info loss does not use them
+            f = to_acc(tl.load(fake_ptr + first + local, mask=row_ok, other=0.0), FP64)
+            g_fake = fake_grad(f, g_disc * r_q, g_gen * r_q, MINIMAX, HAS_GRAD_DISC, HAS_GRAD_GEN)
+            tl.store(grad_fake_ptr + first + local, g_fake.to(grad_fake_ptr.dtype.element_ty), mask=row_ok)
         scale_cat = g_all * lambda_cat * r_q
         for k in tl.static_range(len(CAT_SIZES)):
-            _categorical_grad(q_rows, g_rows, cat_ptr + rows64 * len(CAT_SIZES) + k, row_ok, scale_cat,
-                              CAT_OFFSETS[k], CAT_SIZES[k], CAT_BLOCKS[k], FP64)
+            codes = cat_ptr + first * len(CAT_SIZES) + local * len(CAT_SIZES) + k
+            _categorical_grad(q_rows, g_rows, codes, row_ok, scale_cat, CAT_OFFSETS[k], CAT_SIZES[k], CAT_BLOCKS[k],
+                              FP64)
         if N_BERN > 0:
             for start in range(0, N_BERN, BLOCK_BERN):
                 cb = start + tl.arange(0, BLOCK_BERN)
                 b_mask = row_ok[:, None] & (cb[None, :] < N_BERN)
                 cols = (BERN_OFFSET + cb)[None, :]
                 v = to_acc(tl.load(q_rows[:, None] + cols, mask=b_mask, other=0.0), FP64)
-                b = to_acc(tl.load(bern_ptr + rows64[:, None] * N_BERN + cb[None, :], mask=b_mask, other=0.0), FP64)
+                b = to_acc(tl.load(bern_ptr + first * N_BERN + local[:, None] * N_BERN + cb[None, :], mask=b_mask,
+                                   other=0.0), FP64)
                 g_bern = bernoulli_grad(v, b) * scale_cat
                 tl.store(g_rows[:, None] + cols, g_bern.to(grad_q_ptr.dtype.element_ty), mask=b_mask)
         if N_CONT > 0:
@@ -139,8 +152,8 @@ def infogan_backward_kernel(
                 d_mask = row_ok[:, None] & (cd[None, :] < N_CONT)
                 mu_cols = (MU_OFFSET + cd)[None, :]
                 mu = to_acc(tl.load(q_rows[:, None] + mu_cols, mask=d_mask, other=0.0), FP64)
-                code = to_acc(tl.load(cont_ptr + rows64[:, None] * N_CONT + cd[None, :], mask=d_mask, other=0.0),
-                              FP64)
+                code = to_acc(tl.load(cont_ptr + first * N_CONT + local[:, None] * N_CONT + cd[None, :], mask=d_mask,
+                                      other=0.0), FP64)
                 if LEARNED_STD:
                     logvar = to_acc(tl.load(q_rows[:, None] + mu_cols + N_CONT, mask=d_mask, other=0.0), FP64)
                     inv_var = tl.exp(-logvar)

@@ -37,12 +37,16 @@ from typing import NamedTuple
 # ---- tunables -------------------------------------------------------------------------
 TILE_ELEMS = 4096        # elements of one [rows, block] segment tile (fp32/bf16/fp16 inputs)
 TILE_ELEMS_FP64 = 2048   # the same for float64 inputs (twice the registers per element)
+CHUNK_ELEMS = 2048       # a code wider than a tile is walked in chunks of this many columns (4096
+                         # made ptxas 13 spill 16 B in the K = 65536 float32 backward, whose second
+                         # pass keeps the +inf limit's base and scale live)
 MAX_ROWS = 256           # the most Q rows in one tile (small W)
 BLOCK_REAL = 1024        # real logits per block
 MAX_PROGRAMS = 1024      # the most forward programs (= rows of the partial-sums workspace)
 BLOCK_PARTIALS = 64      # partial-sum rows the last forward program adds per step
 NUM_WARPS = 4            # warps per program, forward and backward (2 made ptxas 12.8 spill 8 B
                          # in one [128, 2]-tile backward: tests/test_triton_aot.py)
+
 
 # Where each partial sum and each stat lives, the one Python definition (the kernels'
 # terms.py and the Python side read these; csrc/infogan/math.h holds the C++ one, and
@@ -82,8 +86,15 @@ def choose_layout(n_rows: int, n_real: int, cat_sizes: tuple, n_bernoulli: int, 
                   fp64: bool) -> Layout:
     """The layout for ``n_rows`` Q rows, ``n_real`` real logits (0 when absent) and a spec."""
     tile = TILE_ELEMS_FP64 if fp64 else TILE_ELEMS
+    if any(next_pow2(k) > tile for k in cat_sizes):
+        tile = min(tile, CHUNK_ELEMS)
     widths = [min(next_pow2(w), tile) for w in (*cat_sizes, n_bernoulli, n_continuous) if w > 0]
     rows = max(1, min(MAX_ROWS, tile // max(widths), next_pow2(n_rows)))
+    # offsets inside a tile are int32 in the kernels: keep rows x W below 2^31 (W at most
+    # sum(K) + nb + 2n, with the log-variances)
+    width = sum(cat_sizes) + n_bernoulli + 2 * n_continuous
+    while rows > 1 and rows * width >= 2**31:
+        rows //= 2
     per_row = tile // rows
 
     def block(width: int) -> int:

@@ -90,14 +90,22 @@ def real_grad(r, scale, t):
 
 
 @triton.jit
-def fake_grad(f, scale_d, scale_g, MINIMAX: tl.constexpr):
+def fake_grad(f, scale_d, scale_g, MINIMAX: tl.constexpr, HAS_D: tl.constexpr, HAS_G: tl.constexpr):
     """d/df = scale_d sigmoid(f) + scale_g (sigmoid(f) - 1)   (non-saturating G)
-            | scale_d sigmoid(f) - scale_g sigmoid(f)          (minimax G)"""
+            | scale_d sigmoid(f) - scale_g sigmoid(f)          (minimax G)
+    with a loss whose upstream grad is absent left out (not multiplied by 0: at a NaN
+    logit that would make the other loss's gradient NaN)."""
     p, p_m1 = sigmoid_pair(f)
     if MINIMAX:
-        return scale_d * p - scale_g * p
+        g_term = -scale_g * p
     else:
-        return scale_d * p + scale_g * p_m1
+        g_term = scale_g * p_m1
+    if HAS_D and HAS_G:
+        return scale_d * p + g_term
+    elif HAS_D:
+        return scale_d * p
+    else:
+        return g_term
 
 
 @triton.jit
@@ -114,8 +122,9 @@ def finalize(sums, disc_ptr, gen_ptr, info_ptr, stats_ptr, n_real, n_rows,
              prior_entropy, lambda_cat, lambda_cont, real_label,
              CAT_SIZES: tl.constexpr, N_BERN: tl.constexpr, N_CONT: tl.constexpr,
              HAS_REAL: tl.constexpr, HAS_FAKE: tl.constexpr, MINIMAX: tl.constexpr,
-             SUM_REDUCTION: tl.constexpr, N_SUMS: tl.constexpr, N_STATS: tl.constexpr, FP64: tl.constexpr):
-    """Section 4: the losses and stats from the partial sums.
+             SUM_REDUCTION: tl.constexpr, N_SUMS: tl.constexpr, N_STATS: tl.constexpr):
+    """Section 4: the losses and stats from the partial sums, in the sums' dtype (float64,
+    with float64 scalars, as the CPU and CUDA kernels finalize), stored in the outputs'.
 
         sums: REAL_NEG = sum softplus(-r), REAL_POS = sum softplus(r), FAKE_POS = sum
               softplus(f), FAKE_NEG = sum softplus(-f), BERN = sum u, CONT = sum h,
@@ -140,8 +149,10 @@ def finalize(sums, disc_ptr, gen_ptr, info_ptr, stats_ptr, n_real, n_rows,
     fake_pos = read_at(sums, sidx, SUM_FAKE_POS)
     d_adv = tl.cast(0.0, sums.dtype)
     g_adv = tl.cast(0.0, sums.dtype)
-    if HAS_REAL:
-        d_adv = (real_label * real_neg + (1.0 - real_label) * read_at(sums, sidx, SUM_REAL_POS)) * rr
+    if HAS_REAL:  # a term of weight 0 is left out: 0 * softplus(+inf) would be NaN
+        real_pos = read_at(sums, sidx, SUM_REAL_POS)
+        mixed = real_label * real_neg + (1.0 - real_label) * real_pos
+        d_adv = tl.where(real_label == 1.0, real_neg, tl.where(real_label == 0.0, real_pos, mixed)) * rr
     if HAS_FAKE:
         d_adv += fake_pos * rq
         if MINIMAX:
@@ -171,6 +182,6 @@ def finalize(sums, disc_ptr, gen_ptr, info_ptr, stats_ptr, n_real, n_rows,
     else:
         stats = add_at(stats, tidx, STAT_MI_CONT, nan)
     for k in tl.static_range(len(CAT_SIZES)):
-        log_k = tl.log(to_acc(tl.full([], CAT_SIZES[k], tl.float64), FP64))
+        log_k = tl.log(tl.full([], CAT_SIZES[k], sums.dtype))
         stats = add_at(stats, tidx, STAT_MI_CAT0 + k, log_k - read_at(sums, sidx, SUM_CAT0 + k) / n_q)
     tl.store(stats_ptr + tidx, stats.to(stats_ptr.dtype.element_ty), mask=tidx < STAT_MI_CAT0 + len(CAT_SIZES))
