@@ -6,7 +6,8 @@ from typing import Optional
 
 import torch
 
-from .backends import backend_name, loss_fn
+from ..runtime.registry import transforms_active
+from .backends import REGISTRY, backend_name, loss_fn
 from .inputs import prepare_inputs
 from .outputs import InfoGANLossOutput
 from .problem import make_problem
@@ -62,7 +63,10 @@ def infogan_loss(
     build = make_problem.__wrapped__ if torch.compiler.is_compiling() else make_problem
     problem = build(spec, lambda_cat, lambda_cont, generator_loss, real_label, reduction)
     inputs = prepare_inputs(real_logits, fake_logits, q, codes, problem)
-    discriminator, generator, info, stats = loss_fn(backend_name(backend, inputs.q.device.type))(inputs, problem)
+    name = backend_name(backend, inputs.q.device.type)
+    if not torch.compiler.is_compiling() and transforms_active():
+        name = REGISTRY.under_transforms(backend, name)
+    discriminator, generator, info, stats = loss_fn(name)(inputs, problem)
     return InfoGANLossOutput(discriminator, generator, info, stats)
 
 

@@ -133,6 +133,13 @@ def prepare_inputs(real_logits, fake_logits, q, codes, problem: Problem) -> Loss
             t = t.to(to)
         return t.contiguous()
 
+    def code(t):  # no gradient flows to the codes, whichever backend runs
+        return None if t is None else t.detach() if t.requires_grad else t
+
+    if bernoulli is not None and bernoulli.dtype == torch.float64 and acc != torch.float64 \
+            and bernoulli.device.type == "cpu":
+        _check_bernoulli(bernoulli)  # before rounding: 1 + 1e-10 would round to a valid 1.0
+    bernoulli, continuous = code(bernoulli), code(continuous)
     return LossInputs(
         real=cast(real, dtype),
         fake=cast(fake, dtype),
@@ -157,8 +164,13 @@ def check_code_values(inputs: LossInputs, problem: Problem) -> None:
                              f"outside [0, {problem.cat_sizes[code]}) (row {row}, categorical code {code})")
     bern = inputs.bernoulli
     if bern is not None and bern.device.type == "cpu":
-        bad = (bern != 0) & (bern != 1)
-        if bool(bad.any()):
-            row, code = (int(i) for i in bad.nonzero()[0])
-            raise ValueError(f"infogan_loss: codes.bernoulli[{row}, {code}] = {float(bern[row, code])} is "
-                             f"not 0 or 1 (row {row}, bernoulli code {code})")
+        _check_bernoulli(bern)
+
+
+def _check_bernoulli(bern: torch.Tensor) -> None:
+    """Raises a ValueError naming the first bernoulli value that is not 0 or 1 (a host sync)."""
+    bad = (bern != 0) & (bern != 1)
+    if bool(bad.any()):
+        row, code = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"infogan_loss: codes.bernoulli[{row}, {code}] = {float(bern[row, code])!r} is "
+                         f"not 0 or 1 (row {row}, bernoulli code {code})")

@@ -15,6 +15,13 @@ custom ops ``fastmi::<backend>_forward`` / ``fastmi::<backend>_backward`` with a
 (meta) implementation and autograd, so ``torch.compile(fullgraph=True)`` traces a call
 without a graph break, and wraps them in a ``torch.autograd.Function`` for eager calls,
 which skips the dispatcher's op boundary.
+
+Gradients: the backward kernels give first-order gradients. A loss with no upstream grad
+(None) is left out of every gradient, so an input that only such losses use gets None,
+whatever its values. When grad mode is on during the backward (``create_graph=True``:
+a gradient penalty such as R1 or WGAN-GP differentiates the gradient again), the eager
+backward computes the gradients with the reference's composite formulas instead
+(:func:`differentiable_grads`), which autograd can differentiate once more.
 """
 
 from __future__ import annotations
@@ -45,17 +52,39 @@ def _fake_forward(real, fake, q, categorical, bernoulli, continuous, cat_sizes, 
 
 
 def _fake_backward(grad_d, grad_g, grad_i, real, fake, q, *_):
-    return (torch.empty_like(real) if real is not None else q.new_empty((0,)),
-            torch.empty_like(fake) if fake is not None else q.new_empty((0,)),
+    real_used = real is not None and grad_d is not None
+    fake_used = fake is not None and (grad_d is not None or grad_g is not None)
+    return (torch.empty_like(real) if real_used else q.new_empty((0,)),
+            torch.empty_like(fake) if fake_used else q.new_empty((0,)),
             torch.empty_like(q))
 
 
-def _input_grads(saved, grads):
-    """Autograd's grads for (real, fake, q, codes...): None where an input is absent."""
-    real, fake = saved[0], saved[1]
+def _input_grads(grads):
+    """Autograd's grads for (real, fake, q, codes...): None for the empty [0] grad of an
+    input that is absent or that no loss with an upstream grad uses (real and fake
+    logits have at least one element), and for the codes."""
     grad_real, grad_fake, grad_q = grads
-    return (grad_real if real is not None else None, grad_fake if fake is not None else None, grad_q,
+    return (grad_real if grad_real.numel() else None, grad_fake if grad_fake.numel() else None, grad_q,
             None, None, None)
+
+
+def differentiable_grads(grad_d, grad_g, grad_i, saved, problem_args):
+    """The backward of section 5 in composite PyTorch (the reference's forward,
+    differentiated by autograd with ``create_graph=True``), so that the gradients carry a
+    graph for a second derivative. ``saved`` are the op's six inputs."""
+    from .inputs import LossInputs
+    from .problem import Problem
+    from .reference import loss as reference_loss
+
+    real, fake, q = saved[:3]
+    with torch.enable_grad():
+        d, g, i, _ = reference_loss(LossInputs(*saved), Problem.from_kernel_args(problem_args))
+        pairs = [(out, up) for out, up in ((d, grad_d), (g, grad_g), (i, grad_i)) if up is not None]
+        wrt = [t for t in (real, fake, q) if t is not None and t.requires_grad]
+        grads = torch.autograd.grad([o for o, _ in pairs], wrt, [u for _, u in pairs], create_graph=True,
+                                    allow_unused=True) if pairs and wrt else ()
+    found = dict(zip(map(id, wrt), grads))
+    return (found.get(id(real)), found.get(id(fake)), found.get(id(q)), None, None, None)
 
 
 class FusedOps(NamedTuple):
@@ -89,7 +118,7 @@ def define_fused_ops(backend: str, forward_impl, backward_impl, *, register=torc
     def backward(ctx, grad_d, grad_g, grad_i, _grad_stats):
         saved = ctx.saved_tensors
         grads = backward_op(grad_d, grad_g, grad_i, *saved, *ctx.problem_args)
-        return _input_grads(saved, grads) + (None,) * N_PROBLEM_ARGS
+        return _input_grads(grads) + (None,) * N_PROBLEM_ARGS
 
     forward_op.register_autograd(backward, setup_context=setup_context)
 
@@ -106,8 +135,10 @@ def define_fused_ops(backend: str, forward_impl, backward_impl, *, register=torc
         @staticmethod
         def backward(ctx, grad_d, grad_g, grad_i, _grad_stats):
             saved = ctx.saved_tensors
+            if torch.is_grad_enabled():  # create_graph=True: a second derivative will follow
+                return differentiable_grads(grad_d, grad_g, grad_i, saved, ctx.problem_args) + (None,)
             grads = backward_impl(grad_d, grad_g, grad_i, *saved, *ctx.problem_args)
-            return _input_grads(saved, grads) + (None,)
+            return _input_grads(grads) + (None,)
 
     Eager.__name__ = Eager.__qualname__ = f"FastmiFused_{backend}"
     return FusedOps(forward_op, backward_op, Eager)

@@ -23,6 +23,9 @@ from typing import NamedTuple
 from .spec import LatentSpec
 
 GENERATOR_LOSSES = ("nonsaturating", "minimax")
+# The kernels' scalar arguments, in op-schema order (fastmi/infogan/ops.py PROBLEM_SCHEMA).
+KERNEL_ARG_NAMES = ("cat_sizes", "n_bernoulli", "n_continuous", "learned_std", "fixed_logvar", "prior_entropy",
+                    "lambda_cat", "lambda_cont", "minimax", "real_label", "sum_reduction")
 REDUCTIONS = ("mean", "sum")
 
 
@@ -45,6 +48,13 @@ class Problem(NamedTuple):
     def kernel_args(self) -> tuple:
         """The scalar arguments of every backend op, in schema order."""
         return self.op_args
+
+    @classmethod
+    def from_kernel_args(cls, args) -> "Problem":
+        """The Problem whose :meth:`kernel_args` are ``args`` (an op's backward sees only those)."""
+        fields = dict(zip(KERNEL_ARG_NAMES, args))
+        fields["cat_sizes"] = tuple(fields["cat_sizes"])
+        return _problem(fields)
 
 
 def _finite_float(name: str, value) -> float:
@@ -71,7 +81,7 @@ def make_problem(spec: LatentSpec, lambda_cat=1.0, lambda_cont=1.0, generator_lo
         raise ValueError(f"infogan_loss: generator_loss must be one of {GENERATOR_LOSSES}, got {generator_loss!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"infogan_loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    fields = dict(
+    return _problem(dict(
         cat_sizes=spec.categorical,
         n_bernoulli=spec.bernoulli,
         n_continuous=spec.continuous,
@@ -83,10 +93,12 @@ def make_problem(spec: LatentSpec, lambda_cat=1.0, lambda_cont=1.0, generator_lo
         minimax=generator_loss == "minimax",
         real_label=real_label,
         sum_reduction=reduction == "sum",
-        q_width=spec.q_width,
-        n_categorical=len(spec.categorical),
-    )
-    op_args = tuple(fields[name] for name in ("cat_sizes", "n_bernoulli", "n_continuous", "learned_std",
-                                               "fixed_logvar", "prior_entropy", "lambda_cat", "lambda_cont",
-                                               "minimax", "real_label", "sum_reduction"))
-    return Problem(**fields, op_args=op_args)
+    ))
+
+
+def _problem(fields: dict) -> Problem:
+    """A Problem from its kernel arguments, with the derived fields filled in."""
+    width = sum(fields["cat_sizes"]) + fields["n_bernoulli"] + fields["n_continuous"] * (
+        2 if fields["learned_std"] else 1)
+    return Problem(**fields, q_width=width, n_categorical=len(fields["cat_sizes"]),
+                   op_args=tuple(fields[name] for name in KERNEL_ARG_NAMES))

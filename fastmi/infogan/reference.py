@@ -7,7 +7,7 @@ dtype (float32, or float64 for float64 inputs); autograd derives section 5.
     a_i  = t softplus(-r_i) + (1 - t) softplus(r_i)      b_j = softplus(f_j)
     g_j  = softplus(-f_j)  (non-saturating)  |  -softplus(f_j)  (minimax)
     e_jk = logsumexp(l_jk) - l_jk[c_jk]                  (cross entropy)
-    u_jb = c softplus(-v) + (1 - c) softplus(v)          (BCE with logits)
+    u_jb = softplus(-v) if c = 1 else softplus(v)
     h_jd = 0.5 log(2 pi) + 0.5 s + 0.5 (c - mu)^2 exp(-s)
 
     L_D_adv = R(a) + R(b),  L_G_adv = R(g)
@@ -15,6 +15,16 @@ dtype (float32, or float64 for float64 inputs); autograd derives section 5.
     discriminator = L_D_adv + L_info,  generator = L_G_adv + L_info,  info = L_info
 
 R is the mean over rows (or the sum, for reduction="sum"). The stats always use means.
+
+Infinite inputs (docs/ARCHITECTURE.md, "Infinities"): every term takes its limit. A term
+of weight 0 (t = 1 or t = 0 in a_i) is left out, never multiplied by 0; the categorical
+NLL of a row with +inf logits is log(n) when its code's logit is one of the n at +inf and
++inf otherwise, and its gradient the softmax at that limit (uniform over them) minus the
+one-hot; the Gaussian terms are their formula in IEEE arithmetic.
+
+Invalid codes: on CPU tensors the reference raises (as the CPU kernel does); on CUDA
+tensors, where checking would sync, an invalid categorical index or bernoulli value
+makes its term and that term's gradient NaN, as the GPU kernels do.
 """
 
 from __future__ import annotations
@@ -44,6 +54,49 @@ def _softplus(x: torch.Tensor) -> torch.Tensor:
     return -F.logsigmoid(-x)
 
 
+def _nan_unless(ok: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """1 where ``ok``, NaN elsewhere: a factor that makes an invalid code's term and its
+    gradient NaN (a where() would leave that gradient 0)."""
+    return torch.where(ok, torch.ones((), dtype=like.dtype, device=like.device),
+                       torch.full((), math.nan, dtype=like.dtype, device=like.device))
+
+
+class _NLLAtPosInf(torch.autograd.Function):
+    """The categorical NLL of rows whose max logit is +inf, at the limit: log(n) when the
+    code's logit is one of the n at +inf, else +inf; gradient (uniform over the +inf
+    logits) - onehot. Rows outside ``rows`` give 0 and no gradient."""
+
+    @staticmethod
+    def forward(ctx, logits, target, rows):
+        at_inf = (logits == math.inf) & rows[:, None]
+        count = at_inf.sum(1, keepdim=True).to(logits.dtype)
+        hit = at_inf.gather(1, target[:, None]).squeeze(1)
+        value = torch.where(hit, torch.log(count.squeeze(1).clamp(min=1)), math.inf)
+        ctx.save_for_backward(at_inf, count, target)
+        return torch.where(rows, value, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        at_inf, count, target = ctx.saved_tensors
+        soft = at_inf.to(grad.dtype) / count.clamp(min=1)
+        onehot = F.one_hot(target, soft.shape[1]).to(grad.dtype) * at_inf.any(1, keepdim=True)
+        return grad[:, None] * (soft - onehot), None, None
+
+
+def _categorical_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """e = logsumexp(l) - l[c] per row: cross entropy, at the limit for +inf logits, NaN
+    (value and gradient) for an index outside [0, K)."""
+    size = logits.shape[1]
+    valid = (target >= 0) & (target < size)
+    safe_target = torch.where(valid, target, 0)
+    at_inf = (logits == math.inf).any(1)
+    # F.cross_entropy sees finite rows only (an inf row would make its backward NaN), the
+    # +inf rows go to their limit
+    finite = F.cross_entropy(torch.where(at_inf[:, None], 0.0, logits), safe_target, reduction="none")
+    e = torch.where(at_inf, _NLLAtPosInf.apply(logits, safe_target, at_inf), finite)
+    return e * _nan_unless(valid, e)
+
+
 def terms(inputs: LossInputs, problem: Problem) -> dict:
     """The per-row terms of section 3, in the compute dtype; a kind that is absent is None.
 
@@ -64,12 +117,13 @@ def terms(inputs: LossInputs, problem: Problem) -> dict:
     if problem.cat_sizes:
         nll = []
         for k, size in enumerate(problem.cat_sizes):
-            nll.append(F.cross_entropy(q[:, col:col + size], inputs.categorical[:, k].long(), reduction="none"))
+            nll.append(_categorical_nll(q[:, col:col + size], inputs.categorical[:, k].long()))
             col += size
         out["cat"] = torch.stack(nll, dim=1)
     nb, n = problem.n_bernoulli, problem.n_continuous
     if nb:
-        out["bern"] = F.binary_cross_entropy_with_logits(q[:, col:col + nb], inputs.bernoulli, reduction="none")
+        v, c = q[:, col:col + nb], inputs.bernoulli
+        out["bern"] = torch.where(c > 0.5, _softplus(-v), _softplus(v)) * _nan_unless((c == 0) | (c == 1), v)
         col += nb
     if n:
         mu = q[:, col:col + n]
@@ -97,8 +151,10 @@ def loss(inputs: LossInputs, problem: Problem):
 
     tl = problem.real_label
     d_adv = zero
-    if t["real_neg"] is not None:
-        d_adv = d_adv + reduce(tl * t["real_neg"] + (1.0 - tl) * t["real_pos"])
+    if t["real_neg"] is not None:  # a term of weight 0 is left out: 0 * softplus(+inf) is NaN
+        real = t["real_neg"] if tl == 1.0 else t["real_pos"] if tl == 0.0 else tl * t["real_neg"] + (1.0 - tl) * t[
+            "real_pos"]
+        d_adv = d_adv + reduce(real)
     g_adv = zero
     if t["fake_pos"] is not None:
         d_adv = d_adv + reduce(t["fake_pos"])

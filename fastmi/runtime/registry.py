@@ -25,6 +25,13 @@ from typing import Callable
 import torch
 
 
+def transforms_active() -> bool:
+    """Whether a torch.func transform (vmap, grad, jacrev, ...) is running. Fused kernels
+    do not support them: their ops have no batching rule, and the CPU's C++ autograd node
+    is invisible to functorch."""
+    return torch._C._are_functorch_transforms_active()
+
+
 class Registry:
     """The backends of one op: ``names`` in the order users see them, modules under
     ``package``, each exporting ``entry``; ``who`` starts every error message."""
@@ -83,12 +90,25 @@ class Registry:
             raise ValueError(f"{self.who}: backend must be one of {('auto',) + self.names}, got {backend!r}")
         reason = self.unavailable_reason(name, device_type)
         if reason is not None:
-            valid = ["auto"] + [b for b in self.names if self.unavailable_reason(b, device_type) is None]
+            valid = [b for b in self.names if self.unavailable_reason(b, device_type) is None]
+            choices = f"valid choices for {device_type} tensors: {['auto'] + valid}" if valid else \
+                f"no backend serves {device_type} tensors"
             raise ValueError(f"{self.who}: backend {name!r} cannot serve {device_type} tensors here: "
-                             f"{reason}. Valid choices for {device_type} tensors: {valid}")
+                             f"{reason}. {choices[0].upper()}{choices[1:]}")
         self._entries[name] = getattr(self.module(name), self.entry)
         self._resolved[key] = name
         return name
+
+    def under_transforms(self, backend: str, name: str) -> str:
+        """The backend that serves a call made inside a torch.func transform: the reference
+        for ``"auto"``, a clear error for an explicit fused backend."""
+        if name == "reference":
+            return name
+        if backend == "auto":
+            self._entries.setdefault("reference", getattr(self.module("reference"), self.entry))
+            return "reference"
+        raise RuntimeError(f"{self.who}: backend {name!r} does not support torch.func transforms (vmap, grad, "
+                           f"jacrev, ...); use backend='reference', or 'auto', which switches to it inside them")
 
     def entry_of(self, name: str) -> Callable:
         """The entry function of a backend that :meth:`resolve` returned."""
