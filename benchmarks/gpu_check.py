@@ -1,4 +1,5 @@
-"""One-call GPU validation of the fused GPU backends (cuda and triton), for an H100 / H200.
+"""One-call GPU validation and timing of the fused GPU backends (cuda and triton), for an
+H100 / H200.
 
     python benchmarks/gpu_check.py [--out DIR] [--quick] [--budget SECONDS]
     bash benchmarks/gpu_check.sh [DIR]          (the wrapper: install, build, run this)
@@ -8,16 +9,12 @@ run, the summary table is always written:
 
   env          GPU, SMs, memory, driver, torch / triton / nvcc versions, date
   build        the CUDA extension (ninja, cached) and the triton import
-  correctness  both backends against the float64 reference on the GPU (tests/helpers.py):
-               several specs incl. K = 65536, fp32 / bf16 / fp16 / fp64, int32 codes,
-               absent logits, Br != Bf, options; the cuda backend in each forced layout
-  behaviour    no host sync (sync debug mode "error"), bitwise determinism, inputs
-               untouched, invalid codes -> NaN without a fault, B x W > 2^31 (rows that
-               repeat a small batch: losses equal, gradients scaled), the ticket counter
-               back at 0
-  graphs       capture forward + backward in one CUDA graph, replay on new data, compare
-               with eager bit for bit (and a second replay)
-  compile      torch.compile(fullgraph=True) of a loss + grad step, against eager
+  checks       every GPU check of fastmi/infogan/checks.py, the same code that
+               ``python -m fastmi.validate`` and tests/test_gpu_checks.py run (the float64
+               oracle matrix and forced layouts, no host sync, determinism, invalid codes,
+               two streams and two graphs at once, graph replay, torch.compile,
+               B x W > 2^31); when all pass, the validation record is written, as
+               ``fastmi.validate`` does
   launches     kernels per forward and per backward (torch.profiler)
   timing       forward + backward of the MNIST spec (Cat(10) + 2 continuous, float32) at
                B = 64 and B = 1,048,576 for triton, cuda, eager reference and
@@ -47,11 +44,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def ensure_importable():
-    """fastmi from this checkout, with tests/helpers.py; fastmi.csrc and fastmi.kernels are
-    aliased to csrc/ and kernels/ when the package is not installed (pyproject maps them)."""
-    for path in (REPO / "tests", REPO):
-        if str(path) not in sys.path:
-            sys.path.insert(0, str(path))
+    """fastmi from this checkout; fastmi.csrc and fastmi.kernels are aliased to csrc/ and
+    kernels/ when the package is not installed (pyproject maps them)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
     import fastmi
 
     for name in ("csrc", "kernels"):
@@ -72,38 +68,26 @@ import torch  # noqa: E402
 
 import fastmi  # noqa: E402
 from fastmi.bench import env as bench_env  # noqa: E402
-from fastmi.bench.providers import capture_graph  # noqa: E402
-from helpers import (CONT_ONLY, HUGE, MNIST, MULTI, RICH, TOLERANCES, WIDE, check_backend,  # noqa: E402
-                     random_case, random_upstream)
+from fastmi.infogan import checks  # noqa: E402
+from fastmi.infogan.testing import MNIST, random_case, random_upstream  # noqa: E402
+from fastmi.runtime import validation  # noqa: E402
 
 BACKENDS = ("cuda", "triton")
-F32, BF16, F16, F64 = torch.float32, torch.bfloat16, torch.float16, torch.float64
 
-# (name, spec, batch, dtype, options, random_case kwargs); quick: the first QUICK cases
-CASES = [
-    ("mnist", MNIST, 64, F32, {}, {}),
-    ("mnist Br!=Bf", MNIST, 100_003, F32, {}, {"real_batch": 77_777}),
-    ("mnist", MNIST, 65_536, BF16, {}, {}),
-    ("huge-k", HUGE, 64, F32, {}, {}),
-    ("rich int32", RICH, 4097, F32, {}, {"index_dtype": torch.int32}),
-    ("wide", WIDE, 3000, BF16, {}, {}),
-    ("rich", RICH, 1000, F16, {}, {}),
-    ("rich", RICH, 1000, F64, {}, {}),
-    ("rich minimax sum t=0.9", RICH, 999, F32,
-     {"generator_loss": "minimax", "reduction": "sum", "real_label": 0.9, "lambda_cont": 2.0}, {}),
-    ("multi", MULTI, 20_000, F32, {}, {}),
-    ("huge-k many rows", HUGE, 2000, BF16, {}, {}),
-    ("mnist no real", MNIST, 1000, F32, {}, {"with_real": False}),
-    ("rich no fake", RICH, 1000, BF16, {}, {"with_fake": False}),
-    ("continuous only", CONT_ONLY, 5000, F32, {}, {}),
-]
-QUICK = 6
-# the cuda backend with each layout forced (infogan_cuda.h: 0 tile, 1 warp, 2 block)
-LAYOUT_CASES = [
-    ("tile", 0, RICH, 5000, F32), ("tile", 0, MNIST, 70_000, BF16),
-    ("warp", 1, MNIST, 5000, F32), ("warp", 1, MULTI, 3000, BF16), ("warp", 1, HUGE, 300, F32),
-    ("block", 2, RICH, 700, F32), ("block", 2, WIDE, 500, BF16),
-]
+
+def _leaves(case):
+    return [None if t is None else t.detach().clone().requires_grad_(True) for t in case[:3]]
+
+
+def _upstream():
+    return random_upstream(0, device="cuda")
+
+
+def _step(backend, spec, leaves, codes, up):
+    """One forward + backward through the public API (torch.autograd.grad: no .grad
+    accumulation kernels in the measurement)."""
+    out = fastmi.infogan_loss(*leaves, codes, spec, backend=backend)
+    torch.autograd.grad([out.discriminator, out.generator, out.info], [t for t in leaves if t is not None], up)
 
 
 class Report:
@@ -134,7 +118,7 @@ class Report:
         t0 = time.perf_counter()
         try:
             detail = fn(*args, **kwargs)
-        except Skip as exc:
+        except validation.Skip as exc:
             self.add(section, name, "SKIP", str(exc), time.perf_counter() - t0)
             return None
         except Exception as exc:  # every failure is reported, and the run goes on
@@ -144,10 +128,6 @@ class Report:
             return None
         self.add(section, name, "PASS", str(detail or ""), time.perf_counter() - t0)
         return detail
-
-
-class Skip(Exception):
-    pass
 
 
 def sync():
@@ -175,200 +155,6 @@ def build_triton():
         raise RuntimeError(reason)
     import triton
     return f"triton {triton.__version__}"
-
-
-# ---- correctness and behaviour ----------------------------------------------------------------
-
-def correctness(backend, spec, batch, dtype, options, kwargs):
-    check_backend(backend, spec, batch, dtype, seed=batch % 1000, options=options, device="cuda", confident=True,
-                  **kwargs)
-    sync()
-    return f"B={batch} W={spec.q_width} {str(dtype).split('.')[1]}"
-
-
-def forced_layout(layout, spec, batch, dtype):
-    from fastmi.infogan import cuda
-    ext = cuda.extension()
-    ext.set_override(layout, 0)
-    try:
-        case = random_case(spec, batch, dtype=dtype, device="cuda")
-        plan = _describe(ext, case, spec)
-        check_backend("cuda", spec, batch, dtype, seed=7, device="cuda", confident=True)
-        sync()
-    finally:
-        ext.set_override(-1, 0)
-    return f"B={batch} W={spec.q_width} {str(dtype).split('.')[1]}: forward plan {plan['forward']}"
-
-
-def _describe(ext, case, spec):
-    from fastmi.infogan.inputs import prepare_inputs
-    from fastmi.infogan.problem import make_problem
-    problem = make_problem(spec)
-    inputs = prepare_inputs(case.real, case.fake, case.q, case.codes, problem)
-    return ext.describe(*inputs, *problem.kernel_args())
-
-
-def _leaves(case):
-    return [None if t is None else t.detach().clone().requires_grad_(True) for t in case[:3]]
-
-
-def _step(backend, spec, leaves, codes, up, **options):
-    """One forward + backward; returns outputs and grads (torch.autograd.grad: no .grad
-    accumulation kernels in the measurement)."""
-    out = fastmi.infogan_loss(*leaves, codes, spec, backend=backend, **options)
-    wrt = [t for t in leaves if t is not None]
-    grads = torch.autograd.grad([out.discriminator, out.generator, out.info], wrt, up)
-    return [out.discriminator, out.generator, out.info, out.stats.jsd_bound, out.stats.mi_categorical,
-            out.stats.mi_bernoulli, out.stats.mi_continuous, *grads]
-
-
-def _upstream():
-    return random_upstream(0, device="cuda")
-
-
-def no_host_sync(backend):
-    case = random_case(RICH, 5000, device="cuda", confident=True)
-    leaves, up = _leaves(case), _upstream()
-    _step(backend, RICH, leaves, case.codes, up)  # builds, compiles, first-call allocations
-    sync()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(2):
-            _step(backend, RICH, leaves, case.codes, up)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
-    sync()
-    return "forward + backward under torch.cuda.set_sync_debug_mode('error')"
-
-
-def determinism_and_inputs(backend):
-    case = random_case(MULTI, 300_001, device="cuda", real_batch=123_457)
-    before = [t.clone() for t in (case.real, case.fake, case.q, *case.codes[:3])]
-    leaves, up = _leaves(case), _upstream()
-    first = _step(backend, MULTI, leaves, case.codes, up)
-    second = _step(backend, MULTI, leaves, case.codes, up)
-    sync()
-    bad = [i for i, (a, b) in enumerate(zip(first, second)) if not torch.equal(a, b)]
-    if bad:
-        raise AssertionError(f"outputs {bad} differ between two identical calls")
-    for leaf, src in zip(leaves, (case.real, case.fake, case.q)):
-        if not torch.equal(leaf.detach(), src):
-            raise AssertionError("an input was modified")
-    for a, b in zip(before, (case.real, case.fake, case.q, *case.codes[:3])):
-        if not torch.equal(a, b):
-            raise AssertionError("an input was modified")
-    return "two calls agree bit for bit; inputs untouched"
-
-
-def invalid_codes(backend):
-    case = random_case(RICH, 3000, device="cuda")
-    cat = case.codes.categorical.clone()
-    cat[10, 1] = 7
-    cat[2999, 0] = -(2**40)
-    codes = case.codes._replace(categorical=cat)
-    leaves, up = _leaves(case), _upstream()
-    out = _step(backend, RICH, leaves, codes, up)
-    sync()  # a fault would surface here
-    if not (torch.isnan(out[0]) and torch.isnan(out[1]) and torch.isnan(out[2])):
-        raise AssertionError(f"losses should be NaN, got {out[:3]}")
-    grad_q = out[-1]  # NaN somewhere in the bad code's block (cuda: all of it), other rows finite
-    if not (torch.isnan(grad_q[10, 3:10]).any() and torch.isfinite(grad_q[11:2999]).all()):
-        raise AssertionError("the invalid code's gradient block should hold NaN and the other rows be finite")
-    _step(backend, RICH, _leaves(case), case.codes, up)  # the device is still healthy
-    sync()
-    return "NaN losses and NaN gradient block; no fault"
-
-
-def large_offsets(backend):
-    """B x W > 2^31 elements: a batch of n rows repeated; with mean reduction the losses
-    equal the small batch's and each gradient row is the small one's times n / B."""
-    n, reps = 1000, 160_000                 # B = 160,000,000 rows x W = 14 = 2.24e9 elements
-    spec, dtype = MNIST, torch.bfloat16
-    small = random_case(spec, n, dtype=dtype, device="cuda", seed=4, index_dtype=torch.int32)
-    up = _upstream()
-    want = _step(backend, spec, _leaves(small), small.codes, up)
-    big_codes = small.codes._replace(categorical=small.codes.categorical.repeat(reps, 1),
-                                     continuous=small.codes.continuous.repeat(reps, 1))
-    big = small._replace(real=small.real.repeat(reps), fake=small.fake.repeat(reps), q=small.q.repeat(reps, 1),
-                         codes=big_codes)
-    assert big.q.numel() > 2**31
-    got = _step(backend, spec, _leaves(big), big.codes, up)
-    sync()
-    for i, name in enumerate(("discriminator", "generator", "info")):
-        torch.testing.assert_close(got[i], want[i], rtol=2e-3, atol=2e-3, msg=lambda m: f"{name}: {m}")
-    scale = n / (n * reps)
-    for name, g_big, g_small in (("grad_q", got[-1], want[-1]), ("grad_fake", got[-2], want[-2])):
-        expected = g_small.float() * scale  # the last n rows hold the small batch again
-        torch.testing.assert_close(g_big[-n:].float(), expected, rtol=2e-2, atol=1e-2 * expected.abs().max().item(),
-                                   msg=lambda m: f"{name}'s last rows: {m}")
-    del big, got
-    torch.cuda.empty_cache()
-    return f"B={n * reps:,} x W=14 = {n * reps * 14:,} elements (bf16)"
-
-
-def ticket_counter():
-    from fastmi.infogan import cuda
-    sync()  # the read-back is a plain cudaMemcpyFromSymbol: every launch must be done
-    total = cuda.extension().ticket_total()
-    if total != 0:
-        raise AssertionError(f"ticket counters sum to {total} after the runs; expected 0")
-    return "every forward's last block reset its ticket"
-
-
-# ---- graphs and compile -----------------------------------------------------------------------
-
-def cuda_graph(backend, spec, batch, dtype):
-    case = random_case(spec, batch, dtype=dtype, device="cuda", seed=1, confident=True)
-    leaves, up = _leaves(case), _upstream()
-    codes = case.codes
-
-    def step():
-        return _step(backend, spec, leaves, codes, up)
-
-    graph, captured = capture_graph(step)
-    new = random_case(spec, batch, dtype=dtype, device="cuda", seed=2, confident=True)
-    with torch.no_grad():
-        for leaf, src in zip(leaves, new[:3]):
-            if leaf is not None:
-                leaf.copy_(src)
-        for dst, src in zip(codes[:3], new.codes[:3]):
-            if dst is not None:
-                dst.copy_(src)
-    graph.replay()
-    sync()
-    replay1 = [t.clone() for t in captured]
-    eager = step()
-    graph.replay()
-    sync()
-    for i, (a, b, c) in enumerate(zip(replay1, eager, captured)):
-        if not torch.equal(a, b):
-            diff = (a.double() - b.double()).abs().nan_to_num(0).max().item()
-            raise AssertionError(f"output {i}: graph replay != eager on the same data (max |diff| {diff:.3g})")
-        if not torch.equal(a, c):
-            raise AssertionError(f"output {i}: a second replay differs from the first")
-    return f"B={batch} {str(dtype).split('.')[1]}: replay == eager, bit for bit, twice"
-
-
-def compiled(backend, spec, batch, dtype):
-    case = random_case(spec, batch, dtype=dtype, device="cuda", seed=3, confident=True)
-    up = _upstream()
-
-    def loss(real, fake, q):
-        out = fastmi.infogan_loss(real, fake, q, case.codes, spec, backend=backend)
-        return out.discriminator, out.generator, out.info, out.stats.jsd_bound, out.stats.mi_categorical
-
-    fn = torch.compile(loss, fullgraph=True, dynamic=False)
-    results = []
-    for f in (loss, fn):
-        leaves = _leaves(case)
-        outs = f(*leaves)
-        grads = torch.autograd.grad(outs[:3], leaves, up)
-        results.append([*outs, *grads])
-    sync()
-    for i, (a, b) in enumerate(zip(*results)):
-        torch.testing.assert_close(b, a, rtol=TOLERANCES[dtype][0], atol=TOLERANCES[dtype][1],
-                                   msg=lambda m: f"output {i}: compiled vs eager: {m}")
-    return f"B={batch} {str(dtype).split('.')[1]}: fullgraph, matches eager"
 
 
 # ---- launches, timing, bandwidth ------------------------------------------------------------
@@ -487,7 +273,7 @@ def rule_entry():
         if ms:
             points.append({"batch": batch, "width": MNIST.q_width, "dtype": "float32", "ms": ms})
     if not points:
-        raise Skip("no timings to build it from")
+        raise validation.Skip("no timings to build it from")
     name = torch.cuda.get_device_name(0)
     REPORT.data["rule_entry"] = {name: points}
     from fastmi.runtime.gpu_rule import ranking
@@ -536,9 +322,11 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     default_out = os.environ.get("FASTMI_RESULTS_DIR") or os.environ.get("OUT") or str(REPO / "benchmarks" / "results")
     parser.add_argument("--out", default=default_out, help=f"output folder (default: {default_out})")
-    parser.add_argument("--quick", action="store_true", help=f"only the first {QUICK} correctness cases")
+    parser.add_argument("--quick", action="store_true",
+                        help="the quick checks of python -m fastmi.validate instead of the standard set and B x W > 2^31")
     parser.add_argument("--budget", type=float, default=290.0,
-                        help="seconds after which the remaining checks are skipped (default 290)")
+                        help="seconds after which the remaining checks are skipped (default 290; the timings "
+                             "get a minute more)")
     args = parser.parse_args(argv)
     global REPORT
     REPORT = Report(args.budget)
@@ -560,26 +348,15 @@ def main(argv=None) -> int:
     backends = [b for b in BACKENDS if ready[b]]
     for b in BACKENDS:
         if not ready[b]:
-            REPORT.add("correctness", b, "SKIP", "the backend is unavailable (see build)")
+            REPORT.add("checks", b, "SKIP", "the backend is unavailable (see build)")
 
-    for backend in backends:
-        for name, spec, batch, dtype, options, kwargs in CASES[:QUICK] if args.quick else CASES:
-            REPORT.run("correctness", f"{backend} {name}", correctness, backend, spec, batch, dtype, options, kwargs)
-    if "cuda" in backends:
-        for name, layout, spec, batch, dtype in LAYOUT_CASES[: 3 if args.quick else None]:
-            REPORT.run("correctness", f"cuda forced {name} layout", forced_layout, layout, spec, batch, dtype)
-
-    for backend in backends:
-        REPORT.run("behaviour", f"{backend} no host sync", no_host_sync, backend)
-        REPORT.run("behaviour", f"{backend} determinism, inputs untouched", determinism_and_inputs, backend)
-        REPORT.run("behaviour", f"{backend} invalid codes", invalid_codes, backend)
-        REPORT.run("behaviour", f"{backend} B x W > 2^31", large_offsets, backend)
-    if "cuda" in backends:
-        REPORT.run("behaviour", "cuda ticket counter", ticket_counter)
-
-    for backend in backends:
-        REPORT.run("graphs", f"{backend} MNIST", cuda_graph, backend, MNIST, 100_000, F32)
-        REPORT.run("graphs", f"{backend} rich bf16", cuda_graph, backend, RICH, 3000, BF16)
+    # the GPU checks: the code python -m fastmi.validate runs (fastmi/infogan/checks.py)
+    identity = validation.gpu_identity()
+    outcomes = validation.run_checks(
+        checks.checks(backends, "cuda", quick=args.quick, full=not args.quick), budget=args.budget,
+        report=lambda o: REPORT.add("checks", o.name, o.status, o.detail, o.seconds))
+    if backends and all(o.status != "FAIL" for o in outcomes):
+        REPORT.data["validation_record"] = str(validation.write_record(identity, outcomes))
 
     for backend in backends:
         for batch in (64, 1 << 20):
@@ -591,12 +368,7 @@ def main(argv=None) -> int:
         for provider in (*backends, "eager reference"):
             REPORT.run("timing", provider, timing, provider, batch)
     REPORT.run("auto rule", "MEASURED entry", rule_entry)
-    if "cuda" in backends:
-        REPORT.run("behaviour", "cuda ticket counter after everything", ticket_counter)
-
     # last: each inductor compilation costs tens of seconds
-    for backend in backends:
-        REPORT.run("compile", f"{backend} MNIST", compiled, backend, MNIST, 4096, F32)
     for batch in (64, 1 << 20):
         REPORT.run("timing", "compile(reference)", timing, "compile(reference)", batch)
 

@@ -14,7 +14,7 @@ import torch
 import fastmi
 from fastmi.infogan import cuda
 from fastmi.infogan.backends import REGISTRY
-from fastmi.runtime import cuda_toolkit, gpu_rule
+from fastmi.runtime import cuda_toolkit, gpu_rule, validation
 from fastmi.infogan.problem import make_problem
 from helpers import random_case
 
@@ -158,6 +158,7 @@ def test_registry_uses_the_rule_for_cuda_tensors(monkeypatch):
     own availability: here triton is made unavailable, so the rule falls to cuda."""
     monkeypatch.setattr(gpu_rule, "current_device_name", lambda: FAKE_GPU)
     monkeypatch.setattr(gpu_rule, "MEASURED", {"infogan": {}})
+    monkeypatch.setattr(validation, "gpu_trusted", lambda: True)  # tests/test_validation.py: the gate
     monkeypatch.setattr(REGISTRY, "unavailable_reason",
                         lambda name, device_type: None if name in ("cuda", "reference") else "off")
     assert REGISTRY._auto("cuda") == "cuda"

@@ -38,7 +38,7 @@ def test_step_bytes_counts_inputs_twice_and_grads_once(gpu_check):
     # MNIST, float32, int64 codes: a row is real 4 + fake 4 + q 56 + index 8 + continuous 8 = 80
     # bytes read by each pass, and 4 + 4 + 56 = 64 bytes of gradients written
     assert gpu_check.step_bytes(1 << 20) == (2 * 80 + 64) << 20
-    rich = gpu_check.RICH  # W = 15, 2 codes of 8 bytes, 2 bernoulli + 3 continuous floats
+    from fastmi.infogan.testing import RICH as rich  # W = 15, 2 codes of 8 bytes, 2 bernoulli + 3 continuous floats
     assert gpu_check.step_bytes(10, rich, torch.bfloat16) == 10 * (2 * (2 + 2 + 30 + 16 + 20) + (2 + 2 + 30))
 
 
@@ -48,7 +48,7 @@ def test_report_bookkeeping(gpu_check):
     assert report.run("s", "fails", lambda: 1 / 0) is None
 
     def skip():
-        raise gpu_check.Skip("not here")
+        raise gpu_check.validation.Skip("not here")
 
     report.run("s", "skips", skip)
     report.budget = -1.0

@@ -35,6 +35,7 @@ import torch
 from ..infogan.backends import available_backends
 from ..infogan.api import infogan_loss
 from ..infogan.spec import Codes, LatentSpec
+from ..runtime.graphs import capture_graph
 from .workloads import Inputs, Workload, upstream
 
 COMPILE_MODES = {"compile": "default", "compile-max-autotune": "max-autotune-no-cudagraphs"}
@@ -172,26 +173,9 @@ def make_runner(provider: str, op: str, work: Workload, inputs: Inputs) -> Runne
     return Runner(_capture(body), None, result)
 
 
-def capture_graph(body: Callable, warmup_calls: int = WARMUP_CALLS):
-    """``(graph, static)``: ``body`` warmed up on a side stream (its lazy allocations and
-    first-call work stay out of the graph), then captured in a CUDA graph whose replays
-    rewrite ``static``, the outputs of the captured call."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup_calls):
-            body()
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static = body()
-    return graph, static
-
-
 def _capture(body: Callable) -> Callable:
     """A function that replays ``body``'s CUDA graph and returns its static outputs."""
-    graph, static = capture_graph(body)
+    graph, static = capture_graph(body, WARMUP_CALLS)
 
     def replay():
         graph.replay()

@@ -13,7 +13,9 @@ imported lazily, so that ``import fastmi`` neither builds native code nor import
 
 - CPU: the op's fused ``"cpu"`` backend, else ``"reference"`` (with a warning) when it
   cannot build;
-- CUDA: the rule of :func:`fastmi.runtime.gpu_rule.choose_gpu_backend`.
+- CUDA: on a GPU that passed ``python -m fastmi.validate`` (fastmi/runtime/validation.py),
+  the rule of :func:`fastmi.runtime.gpu_rule.choose_gpu_backend`; elsewhere the reference,
+  with a one-time warning that names the command.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ class Registry:
 
     def _auto(self, device_type: str) -> str:
         if device_type == "cuda":
+            from .validation import gpu_trusted
+            if not gpu_trusted():  # a GPU the fused kernels have not passed their checks on
+                return "reference"
             from .gpu_rule import choose_gpu_backend
             return choose_gpu_backend(self.op, lambda name: self.unavailable_reason(name, "cuda"))
         if device_type == "cpu" and "cpu" in self.names:

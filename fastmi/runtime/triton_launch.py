@@ -46,7 +46,29 @@ def tracing(t: Tensor) -> bool:
 # same ints), same tensor dtypes, and every pointer 16-byte aligned (triton's one pointer
 # specialization), as it was when the runner's kernel was compiled. Anything else takes
 # the ordinary path. FASTMI_TRITON_FAST_LAUNCH=0 turns it off.
-FAST_LAUNCH = os.environ.get("FASTMI_TRITON_FAST_LAUNCH", "1") == "1"
+#
+# The runner's calling convention is a Triton internal (whether constexprs are passed
+# changed across releases), so the fast path runs only on the releases it is tested with
+# (tests/test_triton_aot.py checks the convention; tests/test_runtime.py this choice).
+TESTED_TRITON = ("3.6",)
+
+
+def fast_launch_supported(version: str) -> bool:
+    """Whether the cached-runner launch may be used with triton ``version``."""
+    return ".".join(version.split(".")[:2]) in TESTED_TRITON
+
+
+def _fast_launch_default() -> bool:
+    if os.environ.get("FASTMI_TRITON_FAST_LAUNCH", "1") != "1":
+        return False
+    try:
+        import triton
+    except ImportError:
+        return False
+    return fast_launch_supported(triton.__version__)
+
+
+FAST_LAUNCH = _fast_launch_default()
 
 
 def launch(kernel, grid: tuple, args: tuple, constexprs: dict, *, num_warps: int, runners: dict,

@@ -1,0 +1,158 @@
+"""Checking an InfoGAN backend against the float64 oracle: random inputs, the oracle, and
+tolerances by dtype. The test suite and ``python -m fastmi.validate`` (on a user's GPU)
+share these, so that what CI checks and what a GPU validation checks is the same code.
+
+Every backend is compared with the reference backend evaluated in float64 on the same
+(already rounded) inputs, on the three losses, the stats and every gradient, with a
+random upstream grad on each of the three losses.
+
+Tolerances (:func:`assert_close`), relative to each tensor's own largest magnitude, with
+no floor that would let small values pass whatever they are:
+
+- losses and stats are computed in float32 from 16-bit inputs: float32 tolerances;
+- gradients come back in the input's dtype, rounded once from float32: a few ulps of
+  that dtype (2 for bfloat16 and float16), plus the float32 arithmetic's error, relative
+  to the tensor's magnitude (a softmax's "- 1" cancels in float32 before the rounding);
+  float16 also allows its subnormal spacing, where a gradient underflows its normals.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+
+from .api import infogan_loss
+from .spec import Codes, LatentSpec
+
+# (rtol, atol as a multiple of the tensor's largest finite magnitude, absolute atol)
+FLOAT32 = (1e-5, 1e-6, 0.0)
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-12, 0.0),
+    torch.float32: FLOAT32,
+    torch.bfloat16: (2 * 2.0 ** -8, 4 * 2.0 ** -23, 0.0),
+    torch.float16: (2 * 2.0 ** -11, 4 * 2.0 ** -23, 2 * 2.0 ** -24),
+}
+
+# The specs of the GPU kernels' checks: the paper's MNIST, every option at once, a K past
+# any block, several K, K = 65536, and specs without a categorical code.
+MNIST = LatentSpec(categorical=(10,), continuous=2)
+RICH = LatentSpec(categorical=(3, 7), bernoulli=2, continuous=3, continuous_prior="normal", std=0.7)
+WIDE = LatentSpec(categorical=(1000,), continuous=4)
+MULTI = LatentSpec(categorical=(3, 70, 5), bernoulli=3, continuous=2)
+HUGE = LatentSpec(categorical=(65536, 5), bernoulli=1, continuous=1)
+CONT_ONLY = LatentSpec(categorical=(), continuous=3, std=1.3)
+BERN_ONLY = LatentSpec(categorical=(), bernoulli=4, continuous=0)
+
+
+class Case(NamedTuple):
+    real: Optional[torch.Tensor]
+    fake: Optional[torch.Tensor]
+    q: torch.Tensor
+    codes: Codes
+
+
+def random_case(spec: LatentSpec, batch: int, *, real_batch: Optional[int] = None, dtype=torch.float32,
+                seed: int = 0, confident: bool = False, with_real: bool = True, with_fake: bool = True,
+                index_dtype=torch.int64, bernoulli_dtype=torch.float32, device="cpu", scale: float = 1.0) -> Case:
+    """Fresh random logits, Q outputs and codes. With ``confident`` half the rows put a
+    +12 logit on the true class, so the softmax is near 1 there."""
+    g = torch.Generator().manual_seed(seed)
+    real_batch = batch if real_batch is None else real_batch
+    q = torch.randn(batch, spec.q_width, generator=g, dtype=torch.float64) * 2.0 * scale
+    codes = spec.sample(batch, generator=g)
+    if confident and spec.categorical:
+        col = 0
+        for k, classes in enumerate(spec.categorical):
+            rows = torch.arange(0, batch, 2)
+            q[rows, col + codes.categorical[rows, k]] += 12.0
+            col += classes
+    if spec.continuous and spec.learned_std:
+        q[:, -spec.continuous:] *= 0.5  # log-variances of a plausible size
+    real = torch.randn(real_batch, generator=g, dtype=torch.float64) * 2.0 * scale if with_real else None
+    fake = torch.randn(batch, generator=g, dtype=torch.float64) * 2.0 * scale if with_fake else None
+    codes = Codes(codes.categorical.to(index_dtype), codes.bernoulli.to(bernoulli_dtype),
+                  codes.continuous.to(torch.float32 if dtype != torch.float64 else torch.float64), spec=spec)
+
+    def put(t):
+        return None if t is None else t.to(dtype).to(device)
+
+    codes = Codes(*(None if t is None else t.to(device) for t in codes[:3]), spec=spec)
+    return Case(put(real), put(fake), put(q), codes)
+
+
+def random_upstream(seed: int = 0, dtype=torch.float32, device="cpu") -> tuple:
+    """Upstream grads for (discriminator, generator, info), each in [-0.5, 1.5)."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    return tuple((torch.rand((), generator=g, dtype=torch.float64) * 2 - 0.5).to(dtype).to(device)
+                 for _ in range(3))
+
+
+class Result(NamedTuple):
+    outputs: dict   # discriminator, generator, info, jsd_bound, mi_categorical, mi_bernoulli, mi_continuous
+    grads: dict     # real_logits, fake_logits, q (None where absent)
+
+
+def evaluate(case: Case, spec, backend: str, upstream: tuple, **options) -> Result:
+    """Runs the loss on leaf copies of the case and backpropagates ``upstream`` through
+    (discriminator, generator, info)."""
+    leaves = [None if t is None else t.detach().clone().requires_grad_(True) for t in case[:3]]
+    out = infogan_loss(leaves[0], leaves[1], leaves[2], case.codes, spec, backend=backend, **options)
+    torch.autograd.backward([out.discriminator, out.generator, out.info],
+                            [u.to(out.discriminator.dtype) for u in upstream])
+    outputs = {"discriminator": out.discriminator, "generator": out.generator, "info": out.info,
+               **out.stats._asdict()}
+    outputs = {k: v.detach() for k, v in outputs.items()}
+    grads = {name: None if t is None else t.grad for name, t in zip(("real_logits", "fake_logits", "q"), leaves)}
+    return Result(outputs, grads)
+
+
+def oracle(case: Case, spec, upstream: tuple, **options) -> Result:
+    """The reference backend in float64 on the same (already rounded) inputs."""
+    def f64(t):
+        return None if t is None else t.detach().to(torch.float64)
+
+    codes = case.codes._replace(bernoulli=f64(case.codes.bernoulli), continuous=f64(case.codes.continuous))
+    case64 = Case(f64(case.real), f64(case.fake), f64(case.q), codes)
+    return evaluate(case64, spec, "reference", tuple(u.to(torch.float64) for u in upstream), **options)
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, dtype, what: str) -> None:
+    """``got`` within the tolerances of ``dtype`` (module docstring) of ``want``, NaN where
+    ``want`` is NaN."""
+    rtol, atol_rel, atol_abs = TOLERANCES[dtype]
+    want64 = want.to(torch.float64)
+    got64 = got.to(torch.float64)
+    assert got64.shape == want64.shape, f"{what}: shape {tuple(got64.shape)} != {tuple(want64.shape)}"
+    finite = want64[torch.isfinite(want64)]
+    mag = finite.abs().max().item() if finite.numel() else 0.0
+    torch.testing.assert_close(got64, want64, rtol=rtol, atol=atol_rel * mag + atol_abs, equal_nan=True,
+                               msg=lambda m: f"{what} ({dtype}): {m}")
+
+
+def assert_matches_oracle(result: Result, want: Result, dtype, case: Case) -> None:
+    """Losses and stats to float32 tolerances (float64 for float64 inputs), gradients to
+    their own dtype's."""
+    output_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    for name, value in want.outputs.items():
+        assert_close(result.outputs[name], value, output_dtype, f"output {name}")
+    for name, value in want.grads.items():
+        got = result.grads[name]
+        if value is None:
+            assert got is None, f"grad {name} should be absent"
+            continue
+        assert got is not None, f"grad {name} is missing"
+        source = {"real_logits": case.real, "fake_logits": case.fake, "q": case.q}[name]
+        assert got.dtype == source.dtype, f"grad {name} dtype {got.dtype} != input dtype {source.dtype}"
+        assert_close(got, value, dtype, f"grad {name}")
+
+
+def check_backend(backend: str, spec, batch: int, dtype=torch.float32, seed: int = 0, options=None,
+                  device="cpu", **case_kwargs) -> None:
+    """The whole comparison for one configuration."""
+    options = options or {}
+    case = random_case(spec, batch, dtype=dtype, seed=seed, device=device, **case_kwargs)
+    upstream = random_upstream(seed, device=device)
+    got = evaluate(case, spec, backend, upstream, **options)
+    want = oracle(case, spec, upstream, **options)
+    assert_matches_oracle(got, want, dtype, case)

@@ -1,0 +1,30 @@
+"""The GPU checks (fastmi/infogan/checks.py) as pytest tests: each check is one test.
+
+On a machine with a CUDA GPU they run against the triton and cuda backends, as
+``python -m fastmi.validate --standard --full`` does. Without one (CI), the same check
+code runs against the fused CPU backend on CPU tensors, and the checks that need CUDA
+(streams, graphs, sync debug mode) skip with that reason; the Triton interpreter's run
+of them is in tests/test_triton_interpreter.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastmi.infogan import checks
+from fastmi.runtime.validation import run_checks
+
+if torch.cuda.is_available():
+    from fastmi.validate import available_gpu_backends
+    CHECKS = checks.checks(available_gpu_backends(), "cuda", full=True)
+else:
+    CHECKS = checks.checks(["cpu"], "cpu", quick=True)
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=[c.name for c in CHECKS])
+def test_gpu_check(check):
+    (outcome,) = run_checks([check])
+    if outcome.status == "SKIP":
+        pytest.skip(outcome.detail)
+    assert outcome.status == "PASS", outcome.detail
