@@ -64,23 +64,32 @@ def _nan_unless(ok: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class _NLLAtPosInf(torch.autograd.Function):
     """The categorical NLL of rows whose max logit is +inf, at the limit: log(n) when the
     code's logit is one of the n at +inf, else +inf; gradient (uniform over the +inf
-    logits) - onehot. Rows outside ``rows`` give 0 and no gradient."""
+    logits) - onehot. Rows outside ``rows`` give 0 and no gradient. (autograd cannot
+    differentiate through an infinite value; written in the setup_context form, so that
+    torch.func transforms run the reference too.)"""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, logits, target, rows):
-        at_inf = (logits == math.inf) & rows[:, None]
-        count = at_inf.sum(1, keepdim=True).to(logits.dtype)
-        hit = at_inf.gather(1, target[:, None]).squeeze(1)
-        value = torch.where(hit, torch.log(count.squeeze(1).clamp(min=1)), math.inf)
-        ctx.save_for_backward(at_inf, count, target)
+    def forward(logits, target, rows):
+        at_inf = (logits == math.inf) & rows[..., None]
+        count = at_inf.sum(-1).to(logits.dtype)
+        hit = at_inf.gather(-1, target[..., None]).squeeze(-1)
+        value = torch.where(hit, torch.log(count.clamp(min=1)), math.inf)
         return torch.where(rows, value, 0.0)
 
     @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, target, rows = inputs
+        ctx.save_for_backward(logits, target, rows)
+
+    @staticmethod
     def backward(ctx, grad):
-        at_inf, count, target = ctx.saved_tensors
-        soft = at_inf.to(grad.dtype) / count.clamp(min=1)
-        onehot = F.one_hot(target, soft.shape[1]).to(grad.dtype) * at_inf.any(1, keepdim=True)
-        return grad[:, None] * (soft - onehot), None, None
+        logits, target, rows = ctx.saved_tensors
+        at_inf = ((logits == math.inf) & rows[..., None]).to(grad.dtype)
+        soft = at_inf / at_inf.sum(-1, keepdim=True).clamp(min=1)
+        onehot = F.one_hot(target, logits.shape[-1]).to(grad.dtype) * rows[..., None].to(grad.dtype)
+        return grad[..., None] * (soft - onehot), None, None
 
 
 def _categorical_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
