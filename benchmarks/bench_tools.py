@@ -24,12 +24,13 @@ REPO = HERE.parent
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("spec_name", list(W.SPECS))
-def test_bytes_match_gpu_check_and_the_contract(gpu_check, spec_name, dtype):
+def test_bytes_match_the_contract(spec_name, dtype):
+    """The byte count behind every GB/s (the suites' and gpu_check.py's) against the
+    contract's formula: the forward reads each input once, the backward reads each input
+    once and writes each gradient once."""
     work = W.Workload(spec_name, 37, dtype, "cpu")
     inputs = W.make_inputs(work)
     moved = W.io_bytes(inputs, work.spec)
-    # gpu_check.py counts forward + backward with its own formula: the two must agree
-    assert moved["fwd_bwd"] == gpu_check.step_bytes(37, work.spec, work.dtype)
     s = torch.tensor([], dtype=work.dtype).element_size()
     spec = work.spec
     row = 2 * s + spec.q_width * s + 8 * len(spec.categorical) + 4 * (spec.bernoulli + spec.continuous)

@@ -70,20 +70,6 @@ def benchmarks_disabled(config) -> bool:
     return bool(config.getoption("benchmark_disable", False)) and not config.getoption("benchmark_enable", False)
 
 
-def _load_gpu_check():
-    """benchmarks/gpu_check.py (another engineer's GPU validation script), for its
-    environment description and byte count."""
-    spec = importlib.util.spec_from_file_location("gpu_check", HERE / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def gpu_check():
-    return _load_gpu_check()
-
-
 def pytest_generate_tests(metafunc):
     config = metafunc.config
     device = bench_device(config)

@@ -68,6 +68,7 @@ import torch  # noqa: E402
 
 import fastmi  # noqa: E402
 from fastmi.bench import env as bench_env  # noqa: E402
+from fastmi.bench import workloads as W  # noqa: E402
 from fastmi.infogan import checks  # noqa: E402
 from fastmi.infogan.testing import MNIST, random_case, random_upstream  # noqa: E402
 from fastmi.runtime import validation  # noqa: E402
@@ -199,16 +200,6 @@ def launches(backend, batch):
     return text
 
 
-def step_bytes(batch: int, spec=MNIST, dtype=torch.float32, index_bytes: int = 8) -> int:
-    """Bytes of one forward + backward, each input read once per pass, grads written once."""
-    s = torch.tensor([], dtype=dtype).element_size()
-    acc = 8 if dtype == torch.float64 else 4
-    inputs = batch * (s + s + spec.q_width * s + len(spec.categorical) * index_bytes
-                      + (spec.bernoulli + spec.continuous) * acc)
-    grads = batch * (s + s + spec.q_width * s)
-    return 2 * inputs + grads
-
-
 def _time(step, iters: int, rounds: int = 5) -> float:
     """Median over rounds of the mean ms per step (CUDA events around `iters` steps)."""
     for _ in range(3):
@@ -227,7 +218,8 @@ def _time(step, iters: int, rounds: int = 5) -> float:
 
 
 def timing(provider, batch):
-    case = random_case(MNIST, batch, device="cuda", seed=9)
+    work = W.Workload("mnist", batch, "float32", "cuda")
+    case = W.make_inputs(work, seed=9)
     leaves, up = _leaves(case), _upstream()
     if provider == "compile(reference)":
         def loss(real, fake, q):
@@ -245,7 +237,7 @@ def timing(provider, batch):
         def step():
             _step(backend, MNIST, leaves, case.codes, up)
     ms = _time(step, iters=200 if batch <= 4096 else 50)
-    gbs = step_bytes(batch) / (ms * 1e-3) / 1e9
+    gbs = W.io_bytes(case, MNIST)["fwd_bwd"] / (ms * 1e-3) / 1e9  # the suite's byte count
     REPORT.data.setdefault("timing", []).append({"provider": provider, "batch": batch, "ms": ms, "gb_per_s": gbs})
     return f"B={batch}: {ms * 1e3:.1f} us per forward+backward, {gbs:.0f} GB/s counted"
 
