@@ -20,7 +20,6 @@ tables and plots.
 from __future__ import annotations
 
 import gc
-import importlib.util
 from pathlib import Path
 
 import pytest
