@@ -61,7 +61,7 @@ FM_DEV void group_rows_backward(const Group& g, const Args& a, const int* sizes,
       const bool valid = c >= 0 && c < K;
       const A rs = A(1) / l.s;
       for (int j = g.lane; j < K; j += Group::kSize) {
-        const A pj = fm_exp(to_acc(x[col + j]) - l.m) * rs;
+        const A pj = fm_exp_nonpos(to_acc(x[col + j]) - l.m) * rs;  // x_j - max <= 0, as in lse.h
         const A gj = sc.cat * (j == c ? pj - A(1) : pj);  // "- onehot" before rounding to T
         gx[col + j] = from_acc<T>(valid ? gj : nan_of<A>());
       }
@@ -121,14 +121,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM<typename AccOf<T>::t
         for (int k = 0; k < p.m; ++k) {
           A* xk = x + cols[k];
           const int K = sizes[k];
-          A mx = xk[0];
-          for (int j = 1; j < K; ++j) mx = xk[j] > mx ? xk[j] : mx;
-          A s = A(0);
-          for (int j = 0; j < K; ++j) {
-            xk[j] = fm_exp(xk[j] - mx);
-            s += xk[j];
-          }
-          const A rs = A(1) / s;
+          // the softmax numerators exp(x_j - max) overwrite the logits in the tile
+          const A rs = A(1) / lse_of(K, xk, xk).s;
           const int64_t c = load_index(a.in.cat, a.in.cat_int64, row * p.m + k);
           const bool valid = c >= 0 && c < K;
           for (int j = 0; j < K; ++j) {

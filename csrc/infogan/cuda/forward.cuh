@@ -29,15 +29,12 @@ namespace cuda {
 // Ticket counters, zeroed when the module loads and by every forward's last block.
 __device__ unsigned int g_tickets[FASTMI_CUDA_TICKET_SLOTS];
 
-// e = logsumexp(x[0..K)) - x[c] of one row held by one thread; NaN for c outside [0, K).
-template <typename A>
-FM_DEV A categorical_nll_serial(const A* x, int K, int64_t c) {
-  A mx = x[0];
-  for (int j = 1; j < K; ++j) mx = x[j] > mx ? x[j] : mx;
-  A s = A(0);
-  for (int j = 0; j < K; ++j) s += fm_exp(x[j] - mx);
+// e = logsumexp - x[c], the categorical term of a code with K classes, from the Lse of its
+// logits; logit(j) reads logit j, only ever for j in [0, K). NaN for c outside [0, K).
+template <typename A, typename Logit>
+FM_DEV A categorical_nll(const Lse<A>& lse, Logit logit, int64_t c, int K) {
   const bool valid = c >= 0 && c < K;
-  return valid ? mx + fm_log(s) - x[valid ? c : 0] : nan_of<A>();
+  return valid ? lse_log(lse) - logit(valid ? c : 0) : nan_of<A>();
 }
 
 // Bernoulli and Gaussian terms of one row, lanes lane, lane + step, ... (step 1: a thread
@@ -148,9 +145,7 @@ FM_DEV void group_rows_forward(const Group& g, const Args& a, const int* sizes, 
       const Lse<A> l = g.combine(strided_lse<T, A>(x + cols[k], K, g.lane, Group::kSize), scratch);
       if (g.leader()) {
         const int64_t c = load_index(a.in.cat, a.in.cat_int64, row * p.m + k);
-        const bool valid = c >= 0 && c < K;
-        const A picked = to_acc(x[cols[k] + (valid ? c : 0)]);
-        catacc[g.slot() * p.m + k] += valid ? l.m + fm_log(l.s) - picked : nan_of<A>();
+        catacc[g.slot() * p.m + k] += categorical_nll(l, [&](int64_t j) { return to_acc(x[cols[k] + j]); }, c, K);
       }
     }
     row_tail_forward(x, bcol, p, bern, cont, row, fixed_inv_var, g.lane, Group::kSize, acc_bern, acc_cont);
@@ -218,7 +213,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM<typename AccOf<T>::t
       const A* x = tile + tid * Wp;
       for (int k = 0; k < p.m; ++k) {
         A e = A(0);
-        if (active) e = categorical_nll_serial(x + cols[k], sizes[k], load_index(a.in.cat, a.in.cat_int64, row * p.m + k));
+        if (active) {
+          const int64_t c = load_index(a.in.cat, a.in.cat_int64, row * p.m + k);
+          const A* xk = x + cols[k];
+          const int K = sizes[k];
+          e = categorical_nll(lse_of<A>(K, xk, nullptr), [xk](int64_t j) { return xk[j]; }, c, K);
+        }
         e = warp_sum(e);
         if (lane == 0) catacc[warp * p.m + k] += e;
       }

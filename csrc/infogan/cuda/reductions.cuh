@@ -3,6 +3,7 @@
 // block shape alone, so that results repeat bit for bit from run to run.
 #pragma once
 
+#include "../../common/lse.h"
 #include "device.cuh"
 
 namespace fastmi {
@@ -17,33 +18,8 @@ FM_DEV V warp_sum(V v) {
   return v;
 }
 
-// A running log-sum-exp: m = max of the values seen (-inf before any), s = sum exp(x - m).
-template <typename A>
-struct Lse {
-  A m, s;
-};
-
-// Folds one value in: one exp, two when the max moves. A NaN value fails the comparison
-// and makes s NaN, so a NaN logit makes the code's term NaN, as in the reference.
-template <typename A>
-FM_DEV void lse_push(Lse<A>& l, A v) {
-  if (v > l.m) {
-    l.s *= fm_exp(l.m - v);  // 0 * exp(-inf) = 0 for the first value
-    l.m = v;
-  }
-  l.s += fm_exp(v - l.m);
-}
-
-// Merges two partial log-sum-exps. Symmetric in (a, b) bit for bit, so both lanes of a
-// butterfly step agree; an empty side (m = -inf) contributes its s = 0 without an exp.
-template <typename A>
-FM_DEV Lse<A> lse_merge(Lse<A> a, Lse<A> b) {
-  const A M = a.m > b.m ? a.m : b.m;
-  const A sa = a.m == M ? a.s : a.s * fm_exp(a.m - M);
-  const A sb = b.m == M ? b.s : b.s * fm_exp(b.m - M);
-  return {M, sa + sb};
-}
-
+// The log-sum-exp of a warp's lanes (csrc/common/lse.h), left in every lane: lse_merge is
+// symmetric bit for bit, so both lanes of each butterfly step get the same result.
 template <typename A>
 FM_DEV Lse<A> warp_lse(Lse<A> l) {
 #pragma unroll
@@ -51,11 +27,12 @@ FM_DEV Lse<A> warp_lse(Lse<A> l) {
   return l;
 }
 
-// The lane-local log-sum-exp of x[lane], x[lane + step], ... below K; four loads are
-// issued before their values are folded in, so that each lane keeps four in flight.
+// The lane-local log-sum-exp of x[lane], x[lane + step], ... below K, online (lse_push: one
+// exp per element); four loads are issued before their values are folded in, so that each
+// lane keeps four in flight.
 template <typename T, typename A>
 FM_DEV Lse<A> strided_lse(const T* x, int K, int lane, int step) {
-  Lse<A> l{-A(INFINITY), A(0)};
+  Lse<A> l = lse_empty<A>();
   int j = lane;
   for (; j < K - 3 * step; j += 4 * step) {
     const A v0 = to_acc(x[j]), v1 = to_acc(x[j + step]), v2 = to_acc(x[j + 2 * step]), v3 = to_acc(x[j + 3 * step]);
