@@ -30,32 +30,45 @@ struct Args {
   float inv_w;               // 1 / W, for the tile's row-of-element division
   double inv_real, inv_q;    // 1 / max(Br, 1), 1 / Bq: computed on the host (see finalize_scaled)
 };
+// Args is the kernels' one parameter, passed by value: CUDA before 12.1 caps a launch's
+// parameters at 4 KB, and cat_sizes (FASTMI_CUDA_MAX_CAT int32) is most of it.
+static_assert(sizeof(Args) <= 4096, "the kernel parameter outgrew 4 KB");
 
 // Byte offsets of the shared-memory regions, 16-byte aligned; the same function sizes the
-// launch on the host and carves the memory on the device.
+// launch on the host and carves the memory on the device. acc is the accumulation type.
 struct Smem {
-  int sizes, cols, catacc, red, scratch, wsum, tot, stats, flag, tile, total;
+  int sizes;        // int[m]: K of each categorical code
+  int cols;         // int[m]: the column where each code's logits start
+  int cat_sums;     // acc[kWarps][m]: each warp's categorical sums (forward)
+  int fixed_sums;   // acc[kWarps][kFixedSums]: each warp's other sums (forward)
+  int scratch;      // acc[kWarps][2]: BlockRows' combine
+  int warp_totals;  // double[n_sums][kWarps]: the last block's per-warp totals (forward)
+  int totals;       // double[n_sums]: the batch's sums (forward)
+  int stats;        // double[3 + m]: finalize()'s stats (forward)
+  int is_last;      // int: this block took the last ticket (forward)
+  int tile;         // acc[kTileRows][Wp]: the tile layout's tile
+  int total;        // bytes in all
 };
 
 FM_HD int align16(int x) { return (x + 15) & ~15; }
 
 FM_HD Smem smem_layout(int m, int layout, int Wp, int acc_bytes) {
-  Smem s;
-  const int S = kFixedSums + m;
-  int at = 0;
-  s.sizes = at;   at = align16(at + 4 * (m > 0 ? m : 1));
-  s.cols = at;    at = align16(at + 4 * (m > 0 ? m : 1));
-  s.catacc = at;  at = align16(at + acc_bytes * kWarps * (m > 0 ? m : 1));
-  s.red = at;     at = align16(at + acc_bytes * kWarps * kFixedSums);
-  s.scratch = at; at = align16(at + acc_bytes * 2 * kWarps);
-  s.wsum = at;    at = align16(at + 8 * kWarps * S);
-  s.tot = at;     at = align16(at + 8 * S);
-  s.stats = at;   at = align16(at + 8 * (kMiCat0 + m));
-  s.flag = at;    at = align16(at + 4);
-  s.tile = at;
-  if (layout == FASTMI_LAYOUT_TILE) at = align16(at + acc_bytes * kTileRows * Wp);
-  s.total = at;
-  return s;
+  Smem at;
+  const int n_sums = kFixedSums + m, m_slots = m > 0 ? m : 1;
+  int end = 0;
+  at.sizes = end;        end = align16(end + 4 * m_slots);
+  at.cols = end;         end = align16(end + 4 * m_slots);
+  at.cat_sums = end;     end = align16(end + acc_bytes * kWarps * m_slots);
+  at.fixed_sums = end;   end = align16(end + acc_bytes * kWarps * kFixedSums);
+  at.scratch = end;      end = align16(end + acc_bytes * 2 * kWarps);
+  at.warp_totals = end;  end = align16(end + 8 * kWarps * n_sums);
+  at.totals = end;       end = align16(end + 8 * n_sums);
+  at.stats = end;        end = align16(end + 8 * (kMiCat0 + m));
+  at.is_last = end;      end = align16(end + 4);
+  at.tile = end;
+  if (layout == FASTMI_LAYOUT_TILE) end = align16(end + acc_bytes * kTileRows * Wp);
+  at.total = end;
+  return at;
 }
 
 template <typename A>
@@ -79,9 +92,9 @@ FM_DEV A nan_of() {
 // Copies sizes and column offsets of the categorical codes to shared memory (the kernel
 // argument is indexed at run time) and zeroes the per-warp categorical sums.
 template <typename A>
-FM_DEV void load_codes(const FastmiProblem& p, int* sizes, int* cols, A* catacc, int tid) {
+FM_DEV void load_codes(const FastmiProblem& p, int* sizes, int* cols, A* cat_sums, int tid) {
   for (int k = tid; k < p.m; k += kThreads) sizes[k] = p.cat_sizes[k];
-  for (int i = tid; i < kWarps * p.m; i += kThreads) catacc[i] = A(0);
+  for (int i = tid; i < kWarps * p.m; i += kThreads) cat_sums[i] = A(0);
   if (tid == 0) {
     int c = 0;
     for (int k = 0; k < p.m; ++k) {

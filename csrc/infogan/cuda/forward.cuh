@@ -59,184 +59,191 @@ FM_DEV void row_tail_forward(const X* x, int bcol, const FastmiProblem& p, const
   }
 }
 
-// Block partials, the ticket, and the last block's fixed-order total and finalize().
-// red[warp][s] = the warp's sum of v: the per-thread sums leave registers as soon as
-// their loop is done, which keeps the Q loop's register pressure low.
+// fixed_sums[warp][sum] = the warp's total of v: the per-thread sums leave registers as soon
+// as their loop is done, which keeps the Q loop's register pressure low.
 template <typename A>
-FM_DEV void stash_warp_sum(A v, A* red, int s, int lane, int warp) {
+FM_DEV void stash_warp_sum(A v, A* fixed_sums, int sum, int lane, int warp) {
   v = warp_sum(v);
-  if (lane == 0) red[warp * kFixedSums + s] = v;
+  if (lane == 0) fixed_sums[warp * kFixedSums + sum] = v;
 }
 
+// The block's column of the workspace, the ticket, and the last block's fixed-order total
+// and finalize() (the reduction of the header comment). fixed_sums is [kWarps][kFixedSums]
+// and cat_sums [kWarps][m], in shared memory.
 template <typename A>
-FM_DEV void finish_forward(const Args& a, const A* red, const A* catacc, unsigned char* smem, const Smem& L,
-                           const int* sizes, int tid) {
-  const FastmiProblem& p = a.p;
-  const int lane = tid & 31, warp = tid >> 5, m = p.m, S = kFixedSums + m;
-  const int G = static_cast<int>(gridDim.x);
-  __syncthreads();  // every red and catacc slot is written
-  double* part = a.out.workspace;  // [S][G]
-  for (int s = tid; s < S; s += kThreads) {
-    double t = 0.0;
-    for (int w = 0; w < kWarps; ++w)
-      t += static_cast<double>(s < kFixedSums ? red[w * kFixedSums + s] : catacc[w * m + s - kFixedSums]);
-    part[static_cast<int64_t>(s) * G + blockIdx.x] = t;
+FM_DEV void finish_forward(const Args& args, const A* fixed_sums, const A* cat_sums, unsigned char* smem,
+                           const Smem& regions, const int* sizes, int tid) {
+  const FastmiProblem& p = args.p;
+  const int lane = tid & 31, warp = tid >> 5, m = p.m, n_sums = kFixedSums + m;
+  const int n_blocks = static_cast<int>(gridDim.x);
+  __syncthreads();  // every fixed_sums and cat_sums slot is written
+  double* block_sums = args.out.workspace;  // [n_sums][n_blocks]
+  for (int s = tid; s < n_sums; s += kThreads) {
+    double block_total = 0.0;
+    for (int w = 0; w < kWarps; ++w) {
+      const A warp_total = s < kFixedSums ? fixed_sums[w * kFixedSums + s] : cat_sums[w * m + s - kFixedSums];
+      block_total += static_cast<double>(warp_total);
+    }
+    block_sums[static_cast<int64_t>(s) * n_blocks + blockIdx.x] = block_total;
   }
   // Release: this block's column is visible device-wide before its ticket is taken.
   __threadfence();
   __syncthreads();
-  int* last = reinterpret_cast<int*>(smem + L.flag);
-  if (tid == 0) *last = atomicAdd(&g_tickets[a.slot], 1u) == static_cast<unsigned int>(G - 1);
+  int* is_last = reinterpret_cast<int*>(smem + regions.is_last);
+  if (tid == 0) *is_last = atomicAdd(&g_tickets[args.slot], 1u) == static_cast<unsigned int>(n_blocks - 1);
   __syncthreads();
-  if (!*last) return;
+  if (!*is_last) return;
   __threadfence();  // acquire: the other blocks' columns, read from L2 (__ldcg)
 
-  double* wsum = reinterpret_cast<double*>(smem + L.wsum);  // [S][kWarps]
-  for (int s0 = 0; s0 < S; s0 += 4) {
-    double v[4] = {0.0, 0.0, 0.0, 0.0};
-    for (int b = tid; b < G; b += kThreads) {
+  // Four sums at a time: thread t adds blocks t, t + 256, ... of each, then a butterfly per warp.
+  double* warp_totals = reinterpret_cast<double*>(smem + regions.warp_totals);  // [n_sums][kWarps]
+  for (int first = 0; first < n_sums; first += 4) {
+    double partial[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int block = tid; block < n_blocks; block += kThreads) {
 #pragma unroll
       for (int u = 0; u < 4; ++u)
-        if (s0 + u < S) v[u] += __ldcg(part + static_cast<int64_t>(s0 + u) * G + b);
+        if (first + u < n_sums) partial[u] += __ldcg(block_sums + static_cast<int64_t>(first + u) * n_blocks + block);
     }
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-      v[u] = warp_sum(v[u]);
-      if (lane == 0 && s0 + u < S) wsum[(s0 + u) * kWarps + warp] = v[u];
+      partial[u] = warp_sum(partial[u]);
+      if (lane == 0 && first + u < n_sums) warp_totals[(first + u) * kWarps + warp] = partial[u];
     }
   }
   __syncthreads();
-  double* tot = reinterpret_cast<double*>(smem + L.tot);
-  for (int s = tid; s < S; s += kThreads) {
-    double t = 0.0;
-    for (int w = 0; w < kWarps; ++w) t += wsum[s * kWarps + w];
-    tot[s] = t;
+  double* totals = reinterpret_cast<double*>(smem + regions.totals);  // [n_sums]: the batch's sums
+  for (int s = tid; s < n_sums; s += kThreads) {
+    double total = 0.0;
+    for (int w = 0; w < kWarps; ++w) total += warp_totals[s * kWarps + w];
+    totals[s] = total;
   }
   __syncthreads();
   if (tid == 0) {
     double losses[3];
-    double* stats = reinterpret_cast<double*>(smem + L.stats);
-    const int64_t Bq = a.in.Bq;
-    finalize_scaled(tot, [sizes](int k) { return fm_log(static_cast<double>(sizes[k])); }, loss_params<double>(p),
-                    a.in.Br, a.in.fake != nullptr ? Bq : 0, Bq, RowScale<double>{a.inv_real, a.inv_q}, losses, stats);
-    *static_cast<A*>(a.out.discriminator) = static_cast<A>(losses[0]);
-    *static_cast<A*>(a.out.generator) = static_cast<A>(losses[1]);
-    *static_cast<A*>(a.out.info) = static_cast<A>(losses[2]);
-    A* out_stats = static_cast<A*>(a.out.stats);
+    double* stats = reinterpret_cast<double*>(smem + regions.stats);
+    const int64_t Bq = args.in.Bq;
+    finalize_scaled(totals, [sizes](int k) { return fm_log(static_cast<double>(sizes[k])); }, loss_params<double>(p),
+                    args.in.Br, args.in.fake != nullptr ? Bq : 0, Bq, RowScale<double>{args.inv_real, args.inv_q},
+                    losses, stats);
+    *static_cast<A*>(args.out.discriminator) = static_cast<A>(losses[0]);
+    *static_cast<A*>(args.out.generator) = static_cast<A>(losses[1]);
+    *static_cast<A*>(args.out.info) = static_cast<A>(losses[2]);
+    A* out_stats = static_cast<A*>(args.out.stats);
     for (int s = 0; s < kMiCat0 + m; ++s) out_stats[s] = static_cast<A>(stats[s]);
-    atomicExch(&g_tickets[a.slot], 0u);  // every block has taken its ticket
+    atomicExch(&g_tickets[args.slot], 0u);  // every block has taken its ticket
   }
 }
 
 // Q rows of one group (a warp or a block): categorical terms by a strided online
 // log-sum-exp, bernoulli and Gaussian terms strided over the group's lanes.
 template <typename Group, typename T, typename A>
-FM_DEV void group_rows_forward(const Group& g, const Args& a, const int* sizes, const int* cols, A* catacc,
+FM_DEV void group_rows_forward(const Group& group, const Args& args, const int* sizes, const int* cols, A* cat_sums,
                                A* scratch, int64_t first, int64_t step, A fixed_inv_var, A& acc_bern, A& acc_cont) {
-  const FastmiProblem& p = a.p;
-  const T* q = static_cast<const T*>(a.in.q);
-  const A* bern = static_cast<const A*>(a.in.bern);
-  const A* cont = static_cast<const A*>(a.in.cont);
+  const FastmiProblem& p = args.p;
+  const T* q = static_cast<const T*>(args.in.q);
+  const A* bern = static_cast<const A*>(args.in.bern);
+  const A* cont = static_cast<const A*>(args.in.cont);
   const int bcol = bern_column(p);
-  for (int64_t row = first; row < a.in.Bq; row += step) {
+  for (int64_t row = first; row < args.in.Bq; row += step) {
     const T* x = q + row * p.W;
     for (int k = 0; k < p.m; ++k) {
       const int K = sizes[k];
-      const Lse<A> l = g.combine(strided_lse<T, A>(x + cols[k], K, g.lane, Group::kSize), scratch);
-      if (g.leader()) {
-        const int64_t c = load_index(a.in.cat, a.in.cat_int64, row * p.m + k);
-        catacc[g.slot() * p.m + k] += categorical_nll(l, [&](int64_t j) { return to_acc(x[cols[k] + j]); }, c, K);
+      const T* xk = x + cols[k];
+      const Lse<A> lse = group.combine(strided_lse<T, A>(xk, K, group.lane, Group::kSize), scratch);
+      if (group.leader()) {
+        const int64_t c = load_index(args.in.cat, args.in.cat_int64, row * p.m + k);
+        cat_sums[group.slot() * p.m + k] += categorical_nll(lse, [xk](int64_t j) { return to_acc(xk[j]); }, c, K);
       }
     }
-    row_tail_forward(x, bcol, p, bern, cont, row, fixed_inv_var, g.lane, Group::kSize, acc_bern, acc_cont);
+    row_tail_forward(x, bcol, p, bern, cont, row, fixed_inv_var, group.lane, Group::kSize, acc_bern, acc_cont);
   }
 }
 
 template <typename T, int kLayout>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM<typename AccOf<T>::type>)
-    forward_kernel(const __grid_constant__ Args a) {
+    forward_kernel(const __grid_constant__ Args args) {
   using A = typename AccOf<T>::type;
   FM_DYNAMIC_SMEM(smem);
-  const FastmiProblem& p = a.p;
+  const FastmiProblem& p = args.p;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const Smem L = smem_layout(p.m, kLayout, a.Wp, sizeof(A));
-  int* sizes = reinterpret_cast<int*>(smem + L.sizes);
-  int* cols = reinterpret_cast<int*>(smem + L.cols);
-  A* catacc = reinterpret_cast<A*>(smem + L.catacc);  // [kWarps][m]
-  load_codes(p, sizes, cols, catacc, tid);
+  const Smem regions = smem_layout(p.m, kLayout, args.Wp, sizeof(A));
+  int* sizes = reinterpret_cast<int*>(smem + regions.sizes);
+  int* cols = reinterpret_cast<int*>(smem + regions.cols);
+  A* cat_sums = reinterpret_cast<A*>(smem + regions.cat_sums);  // [kWarps][m]
+  load_codes(p, sizes, cols, cat_sums, tid);
 
-  A* red = reinterpret_cast<A*>(smem + L.red);      // [kWarps][kFixedSums]
+  A* fixed_sums = reinterpret_cast<A*>(smem + regions.fixed_sums);  // [kWarps][kFixedSums]
 
   // D logits: grid-stride over every thread of the grid.
-  const int64_t gthreads = static_cast<int64_t>(gridDim.x) * kThreads;
-  const int64_t gtid = static_cast<int64_t>(blockIdx.x) * kThreads + tid;
+  const int64_t grid_threads = static_cast<int64_t>(gridDim.x) * kThreads;
+  const int64_t grid_tid = static_cast<int64_t>(blockIdx.x) * kThreads + tid;
   {
     A real_neg = A(0), real_pos = A(0), fake_pos = A(0), fake_neg = A(0);
-    grid_stride(static_cast<const T*>(a.in.real), gtid, a.in.Br, gthreads, [&](int64_t, T r) {
+    grid_stride(static_cast<const T*>(args.in.real), grid_tid, args.in.Br, grid_threads, [&](int64_t, T r) {
       const SoftplusPair<A> sp = softplus_pair(to_acc(r));
       real_neg += sp.neg;
       real_pos += sp.pos;
     });
-    const T* fake = static_cast<const T*>(a.in.fake);
+    const T* fake = static_cast<const T*>(args.in.fake);
     if (fake != nullptr) {
-      grid_stride(fake, gtid, a.in.Bq, gthreads, [&](int64_t, T f) {
+      grid_stride(fake, grid_tid, args.in.Bq, grid_threads, [&](int64_t, T f) {
         const SoftplusPair<A> sp = softplus_pair(to_acc(f));
         fake_pos += sp.pos;
         fake_neg += sp.neg;
       });
     }
-    stash_warp_sum(real_neg, red, kRealNeg, lane, warp);
-    stash_warp_sum(real_pos, red, kRealPos, lane, warp);
-    stash_warp_sum(fake_pos, red, kFakePos, lane, warp);
-    stash_warp_sum(fake_neg, red, kFakeNeg, lane, warp);
+    stash_warp_sum(real_neg, fixed_sums, kRealNeg, lane, warp);
+    stash_warp_sum(real_pos, fixed_sums, kRealPos, lane, warp);
+    stash_warp_sum(fake_pos, fixed_sums, kFakePos, lane, warp);
+    stash_warp_sum(fake_neg, fixed_sums, kFakeNeg, lane, warp);
   }
 
   A acc_bern = A(0), acc_cont = A(0);
 
   const A fixed_inv_var = static_cast<A>(fm_exp(-p.fixed_logvar));
   if constexpr (kLayout == FASTMI_LAYOUT_TILE) {
-    const T* q = static_cast<const T*>(a.in.q);
-    const A* bern = static_cast<const A*>(a.in.bern);
-    const A* cont = static_cast<const A*>(a.in.cont);
-    A* tile = reinterpret_cast<A*>(smem + L.tile);
-    const int W = p.W, Wp = a.Wp, bcol = bern_column(p);
+    const T* q = static_cast<const T*>(args.in.q);
+    const A* bern = static_cast<const A*>(args.in.bern);
+    const A* cont = static_cast<const A*>(args.in.cont);
+    A* tile = reinterpret_cast<A*>(smem + regions.tile);
+    const int W = p.W, Wp = args.Wp, bcol = bern_column(p);
     const bool vec = aligned16(q);
-    const int64_t tiles = (a.in.Bq + kTileRows - 1) / kTileRows;
-    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-      const int64_t r0 = t * kTileRows;
-      const int rows = static_cast<int>(a.in.Bq - r0 < kTileRows ? a.in.Bq - r0 : kTileRows);
+    const int64_t tiles = (args.in.Bq + kTileRows - 1) / kTileRows;
+    for (int64_t tile_idx = blockIdx.x; tile_idx < tiles; tile_idx += gridDim.x) {
+      const int64_t first_row = tile_idx * kTileRows;
+      const int rows = static_cast<int>(args.in.Bq - first_row < kTileRows ? args.in.Bq - first_row : kTileRows);
       __syncthreads();  // the previous tile's readers are done
-      stage_tile(q + r0 * W, rows * W, W, Wp, a.inv_w, tile, vec, tid);
+      stage_tile(q + first_row * W, rows * W, W, Wp, args.inv_w, tile, vec, tid);
       __syncthreads();
       const bool active = tid < rows;
-      const int64_t row = r0 + tid;
+      const int64_t row = first_row + tid;
       const A* x = tile + tid * Wp;
       for (int k = 0; k < p.m; ++k) {
         A e = A(0);
         if (active) {
-          const int64_t c = load_index(a.in.cat, a.in.cat_int64, row * p.m + k);
+          const int64_t c = load_index(args.in.cat, args.in.cat_int64, row * p.m + k);
           const A* xk = x + cols[k];
           const int K = sizes[k];
           e = categorical_nll(lse_of<A>(K, xk, nullptr), [xk](int64_t j) { return xk[j]; }, c, K);
         }
         e = warp_sum(e);
-        if (lane == 0) catacc[warp * p.m + k] += e;
+        if (lane == 0) cat_sums[warp * p.m + k] += e;
       }
       if (active) row_tail_forward(x, bcol, p, bern, cont, row, fixed_inv_var, 0, 1, acc_bern, acc_cont);
     }
   } else if constexpr (kLayout == FASTMI_LAYOUT_WARP) {
-    A* scratch = reinterpret_cast<A*>(smem + L.scratch);
-    group_rows_forward<WarpRows, T, A>(WarpRows{lane, warp}, a, sizes, cols, catacc, scratch,
+    A* scratch = reinterpret_cast<A*>(smem + regions.scratch);
+    group_rows_forward<WarpRows, T, A>(WarpRows{lane, warp}, args, sizes, cols, cat_sums, scratch,
                                        static_cast<int64_t>(blockIdx.x) * kWarps + warp,
                                        static_cast<int64_t>(gridDim.x) * kWarps, fixed_inv_var, acc_bern, acc_cont);
   } else {
-    A* scratch = reinterpret_cast<A*>(smem + L.scratch);
-    group_rows_forward<BlockRows, T, A>(BlockRows{tid, warp}, a, sizes, cols, catacc, scratch, blockIdx.x,
+    A* scratch = reinterpret_cast<A*>(smem + regions.scratch);
+    group_rows_forward<BlockRows, T, A>(BlockRows{tid, warp}, args, sizes, cols, cat_sums, scratch, blockIdx.x,
                                         gridDim.x, fixed_inv_var, acc_bern, acc_cont);
   }
-  stash_warp_sum(acc_bern, red, kBern, lane, warp);
-  stash_warp_sum(acc_cont, red, kCont, lane, warp);
-  finish_forward<A>(a, red, catacc, smem, L, sizes, tid);
+  stash_warp_sum(acc_bern, fixed_sums, kBern, lane, warp);
+  stash_warp_sum(acc_cont, fixed_sums, kCont, lane, warp);
+  finish_forward<A>(args, fixed_sums, cat_sums, smem, regions, sizes, tid);
 }
 
 }  // namespace cuda

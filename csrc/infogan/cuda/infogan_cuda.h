@@ -37,7 +37,7 @@ typedef struct FastmiProblem {
   int32_t learned_std;
   int32_t minimax;
   int32_t sum_reduction;
-  int32_t reserved;
+  // (4 bytes of padding: the doubles start at offset 32; binding.cpp zeroes the whole struct)
   double fixed_logvar, prior_entropy, lambda_cat, lambda_cont, real_label;
   int32_t cat_sizes[FASTMI_CUDA_MAX_CAT];
 } FastmiProblem;

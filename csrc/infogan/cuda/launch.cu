@@ -144,21 +144,21 @@ int32_t slot_of(void* stream) {
 }
 
 Args make_args(const FastmiProblem* p, const FastmiInputs* in, void* stream) {
-  Args a;
-  memset(&a, 0, sizeof a);
-  a.p = *p;
-  a.in = *in;
-  a.Wp = odd_stride(p->W);
-  a.slot = slot_of(stream);
-  a.inv_w = 1.0f / static_cast<float>(p->W);
-  a.inv_real = 1.0 / static_cast<double>(in->Br > 0 ? in->Br : 1);
-  a.inv_q = 1.0 / static_cast<double>(in->Bq);
-  return a;
+  Args args;
+  memset(&args, 0, sizeof args);
+  args.p = *p;
+  args.in = *in;
+  args.Wp = odd_stride(p->W);
+  args.slot = slot_of(stream);
+  args.inv_w = 1.0f / static_cast<float>(p->W);
+  args.inv_real = 1.0 / static_cast<double>(in->Br > 0 ? in->Br : 1);
+  args.inv_q = 1.0 / static_cast<double>(in->Bq);
+  return args;
 }
 
-int launch(const FastmiPlan* plan, bool forward, int dtype, const Args& a, void* stream) {
+int launch(const FastmiPlan* plan, bool forward, int dtype, const Args& args, void* stream) {
   return launch_kernel(kernel_for(dtype, forward, plan->layout), plan->blocks, plan->threads, plan->smem_bytes, stream,
-                       a);
+                       args);
 }
 
 }  // namespace cuda
@@ -178,16 +178,16 @@ int fastmi_cuda_plan_backward(const FastmiProblem* problem, const FastmiInputs* 
 
 int fastmi_cuda_forward(const FastmiProblem* problem, const FastmiInputs* inputs, const FastmiPlan* plan,
                         const FastmiForwardOutputs* outputs, void* stream) {
-  fastmi::cuda::Args a = fastmi::cuda::make_args(problem, inputs, stream);
-  a.out = *outputs;
-  return fastmi::cuda::launch(plan, true, inputs->dtype, a, stream);
+  fastmi::cuda::Args args = fastmi::cuda::make_args(problem, inputs, stream);
+  args.out = *outputs;
+  return fastmi::cuda::launch(plan, true, inputs->dtype, args, stream);
 }
 
 int fastmi_cuda_backward(const FastmiProblem* problem, const FastmiInputs* inputs, const FastmiPlan* plan,
                          const FastmiBackwardIO* io, void* stream) {
-  fastmi::cuda::Args a = fastmi::cuda::make_args(problem, inputs, stream);
-  a.io = *io;
-  return fastmi::cuda::launch(plan, false, inputs->dtype, a, stream);
+  fastmi::cuda::Args args = fastmi::cuda::make_args(problem, inputs, stream);
+  args.io = *io;
+  return fastmi::cuda::launch(plan, false, inputs->dtype, args, stream);
 }
 
 void fastmi_cuda_set_override(int32_t layout, int32_t max_blocks) {

@@ -21,10 +21,10 @@ FM_DEV V warp_sum(V v) {
 // The log-sum-exp of a warp's lanes (csrc/common/lse.h), left in every lane: lse_merge is
 // symmetric bit for bit, so both lanes of each butterfly step get the same result.
 template <typename A>
-FM_DEV Lse<A> warp_lse(Lse<A> l) {
+FM_DEV Lse<A> warp_lse(Lse<A> lse) {
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) l = lse_merge(l, Lse<A>{shfl_xor(l.m, o), shfl_xor(l.s, o)});
-  return l;
+  for (int o = 16; o > 0; o >>= 1) lse = lse_merge(lse, Lse<A>{shfl_xor(lse.m, o), shfl_xor(lse.s, o)});
+  return lse;
 }
 
 // The lane-local log-sum-exp of x[lane], x[lane + step], ... below K, online (lse_push: one
@@ -32,17 +32,17 @@ FM_DEV Lse<A> warp_lse(Lse<A> l) {
 // lane keeps four in flight.
 template <typename T, typename A>
 FM_DEV Lse<A> strided_lse(const T* x, int K, int lane, int step) {
-  Lse<A> l = lse_empty<A>();
+  Lse<A> lse = lse_empty<A>();
   int j = lane;
   for (; j < K - 3 * step; j += 4 * step) {
     const A v0 = to_acc(x[j]), v1 = to_acc(x[j + step]), v2 = to_acc(x[j + 2 * step]), v3 = to_acc(x[j + 3 * step]);
-    lse_push(l, v0);
-    lse_push(l, v1);
-    lse_push(l, v2);
-    lse_push(l, v3);
+    lse_push(lse, v0);
+    lse_push(lse, v1);
+    lse_push(lse, v2);
+    lse_push(lse, v3);
   }
-  for (; j < K; j += step) lse_push(l, to_acc(x[j]));
-  return l;
+  for (; j < K; j += step) lse_push(lse, to_acc(x[j]));
+  return lse;
 }
 
 // A warp per row: lane l of warp w; the categorical sums of the row go to slot w.
@@ -50,8 +50,8 @@ struct WarpRows {
   static constexpr int kSize = 32;
   int lane, warp;
   template <typename A>
-  FM_DEV Lse<A> combine(Lse<A> l, A*) const {
-    return warp_lse(l);
+  FM_DEV Lse<A> combine(Lse<A> lse, A*) const {
+    return warp_lse(lse);
   }
   FM_DEV int slot() const { return warp; }
   FM_DEV bool leader() const { return lane == 0; }
@@ -63,17 +63,17 @@ struct BlockRows {
   static constexpr int kSize = kThreads;
   int lane, warp;
   template <typename A>
-  FM_DEV Lse<A> combine(Lse<A> l, A* scratch) const {
-    l = warp_lse(l);
+  FM_DEV Lse<A> combine(Lse<A> lse, A* scratch) const {
+    lse = warp_lse(lse);
     __syncthreads();  // the previous combine's readers are done with scratch
     if ((lane & 31) == 0) {
-      scratch[2 * warp] = l.m;
-      scratch[2 * warp + 1] = l.s;
+      scratch[2 * warp] = lse.m;
+      scratch[2 * warp + 1] = lse.s;
     }
     __syncthreads();
-    Lse<A> r{scratch[0], scratch[1]};
-    for (int w = 1; w < kWarps; ++w) r = lse_merge(r, Lse<A>{scratch[2 * w], scratch[2 * w + 1]});
-    return r;
+    Lse<A> merged{scratch[0], scratch[1]};
+    for (int w = 1; w < kWarps; ++w) merged = lse_merge(merged, Lse<A>{scratch[2 * w], scratch[2 * w + 1]});
+    return merged;
   }
   FM_DEV int slot() const { return 0; }
   FM_DEV bool leader() const { return lane == 0; }
