@@ -305,6 +305,14 @@ def test_emulation_build_key_follows_every_kernel_file(tmp_path):
     assert "launch.cu" in kernel_files and included <= kernel_files, included
 
 
+def test_emulation_switches_live_in_device_cuh():
+    """device.cuh alone decides between the GPU build and the emulation: the other kernel
+    files are written once for both, so the emulation runs the code the GPU runs."""
+    for path in sorted(cuda.KERNEL_DIR.iterdir()):
+        if path.suffix in (".cu", ".cuh") and path.name != "device.cuh":
+            assert "FASTMI_CUDA_EMULATION" not in path.read_text(), f"{path.name} switches on the emulation"
+
+
 @pytest.mark.parametrize("spec,batch,dtype", [(MNIST, 300, torch.float32), (RICH, 50, torch.bfloat16),
                                               (WIDE, 6, torch.float32)], ids=["mnist", "rich-bf16", "wide"])
 def test_public_api_through_the_cuda_backend_module(ext, monkeypatch, spec, batch, dtype):

@@ -1,7 +1,7 @@
 // fastmi CUDA kernels: the backward. One launch, no reduction: it recomputes softmax and
 // sigmoid from the inputs (nothing per element was saved by the forward), reads the three
 // upstream grads from device memory (a NULL one counts as zero), so no host sync, and
-// writes every gradient of ARCHITECTURE.md section 5 to fresh tensors, never to the
+// writes every gradient of ARCHITECTURE.md ("Gradients") to fresh tensors, never to the
 // caller's. Gradients are computed in the accumulation type with the "- 1" / "- onehot"
 // folded in before the one rounding to the input dtype.
 #pragma once

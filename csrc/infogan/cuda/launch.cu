@@ -11,17 +11,19 @@
 //   forward.cuh     the forward kernel and its deterministic grid reduction
 //   backward.cuh    the backward kernel
 //
-// The per-row math is csrc/infogan/math.h (ARCHITECTURE.md sections 3 to 5) and the
+// The per-row math is csrc/infogan/math.h (ARCHITECTURE.md: terms, outputs, gradients), the
 // numerics csrc/common/, shared with the CPU kernels. emulated.cpp compiles this file, and
 // so every kernel file, as plain C++ for the CPU emulation.
 //
 // Layouts (chosen by plan_launch from B and W; FASTMI_LAYOUT_* in infogan_cuda.h):
-//   tile   a thread per Q row, 256 rows staged through shared memory (tile.cuh). Used
+//   tile   a thread per Q row, 256 rows staged through shared memory (tile.cuh); each
+//          thread takes a code's log-sum-exp in two passes over its row (lse_of). Used
 //          when a row fits (Wp * sizeof(acc) * 256 <= 40 KB) and W <= 32, or wider with at
 //          least 16384 rows. 256 threads, grid = min(tiles, resident blocks).
 //   warp   a warp per row, read straight from global memory: lanes stride over each
-//          categorical block with an online log-sum-exp (one exp per element), combined
-//          across lanes by a butterfly of shuffles. The default for wide rows.
+//          categorical block with an online log-sum-exp (lse_push, one exp per element),
+//          combined across lanes by a butterfly of shuffles (lse_merge). The default for
+//          wide rows. (lse_*: csrc/common/lse.h.)
 //   block  a block (256 threads) per row, the same with a shared-memory combine across
 //          warps: for few rows (< 8 per SM) of W >= 2048, e.g. one code of 65536 classes.
 
