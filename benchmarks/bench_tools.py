@@ -157,8 +157,9 @@ def test_ncu_wrapper_command_line():
     # nothing that torch.compile generates
     triton_names = re.findall(r"^def (infogan_\w+_kernel)\(", (REPO / "kernels" / "infogan" / "forward.py").read_text()
                               + (REPO / "kernels" / "infogan" / "backward.py").read_text(), re.M)
-    cuda_names = re.findall(r"^\s+(\w+_kernel)\(const", (REPO / "csrc" / "infogan" / "cuda" / "infogan_cuda.cu").read_text(),
-                            re.M)
+    cuda_dir = REPO / "csrc" / "infogan" / "cuda"
+    cuda_names = re.findall(r"^\s+(\w+_kernel)\(const", (cuda_dir / "forward.cuh").read_text()
+                            + (cuda_dir / "backward.cuh").read_text(), re.M)
     assert sorted(triton_names) == ["infogan_backward_kernel", "infogan_finalize_kernel", "infogan_forward_kernel"]
     assert sorted(cuda_names) == ["backward_kernel", "forward_kernel"]
     for name in triton_names + cuda_names:

@@ -21,7 +21,7 @@
 # clocks by default, which understates a memory-bound kernel's bandwidth). Only kernels
 # whose function name matches KERNEL_REGEX are profiled: the Triton kernels are
 # infogan_forward_kernel / infogan_backward_kernel (kernels/), the CUDA ones
-# forward_kernel / backward_kernel (csrc/infogan/cuda/infogan_cuda.cu); and only inside the NVTX
+# forward_kernel / backward_kernel (csrc/infogan/cuda/{forward,backward}.cuh); and only inside the NVTX
 # range that profile_steps.py opens per provider after its warm-up, so the warm-up's
 # launches (and Triton's JIT) are not what ncu profiles.
 set -u

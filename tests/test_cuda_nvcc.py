@@ -1,8 +1,8 @@
 """The CUDA kernels compile for sm_90 (H100 / H200) without spilling, in every CI run.
 
-No GPU is needed: nvcc compiles csrc/infogan/cuda/infogan_cuda.cu (it includes no torch header)
-with the backend's own flags and ``-Xptxas -v``; the test parses ptxas's report and
-asserts that every kernel the launchers can pick (forward and backward x float32,
+No GPU is needed: nvcc compiles csrc/infogan/cuda/launch.cu (the kernels' one translation
+unit, which includes the .cuh files and no torch header) with the backend's own flags and
+``-Xptxas -v``; the test parses ptxas's report and asserts that every kernel the launchers can pick (forward and backward x float32,
 float64, bfloat16, float16 x the tile, warp and block layouts) was compiled, with no
 spill stores or loads and no local-memory stack frame. Alongside, g++ checks that the
 torch binding (csrc/infogan/cuda/binding.cpp) compiles against this torch's CUDA headers.
@@ -25,7 +25,7 @@ NVCC = shutil.which("nvcc")
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH (CI has nvcc 13.0)")
 
 HEADER = SOURCE_DIR / "infogan" / "cuda" / "infogan_cuda.h"
-# C++ storage type of each FASTMI_* dtype code (infogan_cuda.cu's kernel_for)
+# C++ storage type of each FASTMI_* dtype code (launch.cu's kernel_for)
 KERNEL_TYPES = {"FASTMI_F32": "float", "FASTMI_F64": "double", "FASTMI_BF16": "bf16_t", "FASTMI_F16": "f16_t"}
 
 
@@ -63,7 +63,7 @@ def builds(tmp_path_factory):
     out = tmp_path_factory.mktemp("nvcc")
     nvcc = subprocess.Popen(
         [NVCC, "-c", "-arch=sm_90", "-Xptxas", "-v", *cuda.NVCC_FLAGS, "-I", str(SOURCE_DIR),
-         str(SOURCE_DIR / "infogan" / "cuda" / "infogan_cuda.cu"), "-o", str(out / "infogan_cuda.o")],
+         str(SOURCE_DIR / "infogan" / "cuda" / "launch.cu"), "-o", str(out / "launch.o")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     binding = None
     try:

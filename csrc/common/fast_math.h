@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define FASTMI_FN __host__ __device__ __forceinline__
@@ -199,6 +200,21 @@ template <typename V>
 FASTMI_FN V fm_log(V x) { return Lane<V>::log(x); }
 template <typename V>
 FASTMI_FN V fm_log1p(V x) { return Lane<V>::log1p(x); }
+
+// a * b, rounded on its own before anything is added to it. On a CUDA device nvcc and
+// ptxas fuse `a * b + c` into one FMA (one rounding instead of two) wherever they see it;
+// __fmul_rn / __dmul_rn are products they never fuse. On the CPU, the plain product: the
+// host compiler's -ffp-contract decides, as for every other product in these headers.
+template <typename V>
+FASTMI_FN V fm_mul_unfused(V a, V b) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<V, float>) return __fmul_rn(a, b);
+  else if constexpr (std::is_same_v<V, double>) return __dmul_rn(a, b);
+  else return a * b;
+#else
+  return a * b;
+#endif
+}
 
 // max(x, 0); a NaN gives 0 (the log1p term carries it).
 template <typename V>

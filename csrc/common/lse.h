@@ -35,7 +35,10 @@ FASTMI_FN Lse<V> lse_empty() {
 
 // One value in. When v is the new max the old sum is rescaled by exp(m - v) and v adds
 // exp(0) = 1; otherwise v adds exp(v - m). Either way the exponent is min - max <= 0, so
-// one exp_nonpos serves both (the first value: exp(-inf) = 0 rescales s = 0).
+// one exp_nonpos serves both (the first value: exp(-inf) = 0 rescales s = 0). The rescaled
+// sum is rounded before the 1 is added (fm_mul_unfused): on a CUDA device, where the
+// product and the add would otherwise fuse into one FMA, that keeps every sum bit for bit
+// what the CUDA kernels computed before they shared this function (a rescale, then an add).
 template <typename V>
 FASTMI_FN void lse_push(Lse<V>& l, V v) {
   using S = typename Lane<V>::S;
@@ -43,7 +46,7 @@ FASTMI_FN void lse_push(Lse<V>& l, V v) {
   const V lo = up ? l.m : v;
   const V hi = up ? v : l.m;
   const V e = fm_exp_nonpos(lo - hi);
-  l.s = up ? l.s * e + S(1) : l.s + e;
+  l.s = up ? fm_mul_unfused(l.s, e) + S(1) : l.s + e;
   l.m = hi;
 }
 

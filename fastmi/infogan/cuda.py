@@ -11,8 +11,8 @@ softmax / sigmoid from the inputs, reads the
 three upstream grads from device memory and writes the gradients of section 5. Neither
 syncs with the host nor allocates by data, so both run inside CUDA graphs; both run
 under ``torch.compile(fullgraph=True)`` as the custom ops ``fastmi::cuda_forward`` and
-``fastmi::cuda_backward`` (fastmi/infogan/ops.py). csrc/infogan/cuda/infogan_cuda.cu
-documents the layouts and the reduction.
+``fastmi::cuda_backward`` (fastmi/infogan/ops.py). csrc/infogan/cuda/launch.cu
+documents the layouts and the files, forward.cuh the reduction.
 
 Invalid codes (a categorical index outside [0, K), a bernoulli value other than 0 or 1)
 are never used as an address: the read is clamped, and the term, hence the losses and
@@ -53,8 +53,9 @@ def devices() -> tuple:
 # made ptxas spill. Every divisor in the kernels lies in [1, 2^40] (sigmoid's 1 + e^-|x|,
 # a softmax sum, a row count), where div.full.f32 is exact to 2 ulp.
 NVCC_FLAGS = ("-O3", "-std=c++17", "-prec-div=false")
-SOURCES = ("infogan/cuda/binding.cpp", "infogan/cuda/infogan_cuda.cu")
-KERNEL_SOURCE = SOURCE_DIR / "infogan" / "cuda" / "infogan_cuda.cu"
+SOURCES = ("infogan/cuda/binding.cpp", "infogan/cuda/launch.cu")
+# The kernels: launch.cu, the one CUDA translation unit, and the .cuh files it includes.
+KERNEL_DIR = SOURCE_DIR / "infogan" / "cuda"
 
 _extension = None
 _build_error = None
@@ -106,12 +107,20 @@ def emulation_extension():
     return _emulated
 
 
-def emulation_cflags(kernel_source: Path = KERNEL_SOURCE) -> list:
+def kernel_digest(kernel_dir: Path = KERNEL_DIR) -> str:
+    """A digest of every kernel file (each .cu and .cuh of ``kernel_dir``, by name and content)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(kernel_dir).iterdir() if p.suffix in (".cu", ".cuh")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def emulation_cflags(kernel_dir: Path = KERNEL_DIR) -> list:
     """Host-compiler flags of the emulation build. native_build's cache key hashes the
-    listed sources and every header; emulated.cpp includes the .cu, so the .cu's digest
-    goes into the key through a flag, and an edit to the kernels rebuilds."""
-    digest = hashlib.sha256(Path(kernel_source).read_bytes()).hexdigest()[:16]
-    return ["-O2", "-DFASTMI_CUDA_EMULATION", f"-DFASTMI_KERNEL_DIGEST={digest}"]
+    listed sources (binding.cpp, emulated.cpp) and every header; emulated.cpp includes
+    launch.cu, which is neither, so a digest of all the kernel files goes into the key
+    through a flag: an edit to any of them rebuilds, whatever native_build counts as a header."""
+    return ["-O2", "-DFASTMI_CUDA_EMULATION", f"-DFASTMI_KERNEL_DIGEST={kernel_digest(kernel_dir)}"]
 
 
 ops = define_extension_ops("cuda", lambda: extension())  # looked up per call: tests swap it

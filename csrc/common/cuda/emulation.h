@@ -1,7 +1,8 @@
-// A CPU emulation of the CUDA primitives that csrc/infogan/cuda/infogan_cuda.cu uses, so that the
-// kernels themselves (not a re-implementation) run and are tested on machines without a
-// GPU: g++ -DFASTMI_CUDA_EMULATION compiles infogan_cuda.cu with this header in place of
-// the CUDA runtime (fastmi.infogan.cuda.emulation_extension builds it).
+// A CPU emulation of the CUDA primitives that the kernels of csrc/infogan/cuda use, so that
+// the kernels themselves (not a re-implementation) run and are tested on machines without a
+// GPU: g++ -DFASTMI_CUDA_EMULATION compiles launch.cu (and the .cuh files it includes) with
+// this header in place of the CUDA runtime (fastmi.infogan.cuda.emulation_extension builds
+// it); csrc/infogan/cuda/device.cuh is where the kernels choose between the two.
 //
 // Each CUDA thread is a fiber (ucontext) on the calling OS thread. A block runs until
 // every fiber waits at a barrier or has finished; then the barriers whose members have

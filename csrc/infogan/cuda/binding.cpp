@@ -1,4 +1,4 @@
-// fastmi CUDA backend: torch tensors in, the plain C launchers of infogan_cuda.cu called.
+// fastmi CUDA backend: torch tensors in, the plain C launchers of infogan_cuda.h (launch.cu) called.
 //
 // This file owns everything torch: it checks every shape, dtype, device and layout (the
 // kernels trust their pointers), allocates the outputs and the forward's workspace from
@@ -11,7 +11,7 @@
 //   backward_op(grad_d, grad_g, grad_i, real, fake, q, categorical, bernoulli, continuous, *problem)
 //       -> [grad_real, grad_fake, grad_q]                    (input dtypes; [0] when absent)
 //
-// where *problem is fastmi.problem.Problem.kernel_args(). Compiled with
+// where *problem is fastmi.infogan.problem.Problem.kernel_args(). Compiled with
 // -DFASTMI_CUDA_EMULATION the same code drives the kernels' CPU emulation on CPU tensors
 // (csrc/common/cuda/emulation.h), which is how CI tests the kernels without a GPU.
 
@@ -224,7 +224,7 @@ int64_t ticket_total() {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "fastmi fused CUDA kernels (csrc/infogan/cuda/infogan_cuda.cu)";
+  m.doc() = "fastmi fused CUDA kernels (csrc/infogan/cuda/launch.cu)";
   m.def("forward_op", &forward_op, "(D, G, I, stats) of one batch, one launch");
   m.def("backward_op", &backward_op, "(grad_real, grad_fake, grad_q) of one batch, one launch");
   m.def("describe", &describe, "the launch configuration of a call (layout, blocks, threads, smem, workspace)");

@@ -1,5 +1,5 @@
-// fastmi CUDA kernels: the plain C ABI between the kernels (csrc/infogan/cuda/infogan_cuda.cu,
-// no torch headers) and the torch binding (csrc/infogan/cuda/binding.cpp).
+// fastmi CUDA kernels: the plain C ABI between the kernels (csrc/infogan/cuda/launch.cu and the
+// .cuh files it includes, no torch headers) and the torch binding (csrc/infogan/cuda/binding.cpp).
 //
 // The binding validates shapes, dtypes and devices, allocates every output and the
 // workspace, and passes raw pointers; the launchers trust them. Every launcher returns 0
@@ -10,7 +10,7 @@
 
 // Categorical codes one call may hold: their class counts travel as a kernel argument.
 #define FASTMI_CUDA_MAX_CAT 128
-// Launches on distinct streams use distinct ticket counters (see infogan_cuda.cu).
+// Launches on distinct streams use distinct ticket counters (see forward.cuh).
 #define FASTMI_CUDA_TICKET_SLOTS 256
 
 #ifdef __cplusplus
@@ -20,7 +20,7 @@ extern "C" {
 // dtype of the logits and q (the accumulation type is float64 for FASTMI_F64, else float32)
 enum { FASTMI_F32 = 0, FASTMI_F64 = 1, FASTMI_BF16 = 2, FASTMI_F16 = 3 };
 
-// How Q rows map onto threads (infogan_cuda.cu's header comment says when each is used).
+// How Q rows map onto threads (launch.cu's header comment says when each is used).
 enum {
   FASTMI_LAYOUT_AUTO = -1,
   FASTMI_LAYOUT_TILE = 0,   // a thread per row, rows staged through shared memory
@@ -28,7 +28,7 @@ enum {
   FASTMI_LAYOUT_BLOCK = 2,  // a block per row, for few rows of a huge width
 };
 
-// The spec and options of one call: fastmi/problem.py's kernel_args.
+// The spec and options of one call: fastmi/infogan/problem.py's kernel_args.
 typedef struct FastmiProblem {
   int32_t m;              // categorical codes
   int32_t nb;             // bernoulli codes
@@ -37,7 +37,7 @@ typedef struct FastmiProblem {
   int32_t learned_std;
   int32_t minimax;
   int32_t sum_reduction;
-  int32_t reserved;
+  // (4 bytes of padding: the doubles start at offset 32; binding.cpp zeroes the whole struct)
   double fixed_logvar, prior_entropy, lambda_cat, lambda_cont, real_label;
   int32_t cat_sizes[FASTMI_CUDA_MAX_CAT];
 } FastmiProblem;
