@@ -35,7 +35,8 @@ def expected_kernels() -> set:
     layouts = {int(v) for v in re.findall(r"FASTMI_LAYOUT_(?:TILE|WARP|BLOCK) = (\d+)", header)}
     dtypes = set(re.findall(r"(FASTMI_(?:F32|F64|BF16|F16)) = \d+", header))
     assert layouts == {0, 1, 2} and dtypes == set(KERNEL_TYPES), (layouts, dtypes)
-    return {(d, KERNEL_TYPES[t], layout) for d in ("forward", "backward") for t in dtypes for layout in layouts}
+    layered = {(d, KERNEL_TYPES[t], layout) for d in ("forward", "backward") for t in dtypes for layout in layouts}
+    return layered | {("finalize", "float", None), ("finalize", "double", None)}  # templated on the acc type
 
 
 def parse_ptxas(text: str) -> dict:
@@ -99,9 +100,10 @@ def test_kernels_compile_for_sm90_without_spills(builds):
 
     compiled = set()
     for name, info in entries.items():
-        m = re.fullmatch(r"void fastmi::cuda::(forward|backward)_kernel<(?:fastmi::(?:cuda::)?)?(\w+), (\d+)>\(.*\)", name)
+        m = re.fullmatch(r"void fastmi::cuda::(forward|backward|finalize)_kernel<(?:fastmi::(?:cuda::)?)?(\w+)"
+                         r"(?:, (\d+))?>\(.*\)", name)
         assert m, f"unexpected entry {name!r}"
-        compiled.add((m.group(1), m.group(2), int(m.group(3))))
+        compiled.add((m.group(1), m.group(2), None if m.group(3) is None else int(m.group(3))))
         assert set(info) == {"registers", "stack", "spill_stores", "spill_loads"}, f"{name}: ptxas said {info}"
         assert info["spill_stores"] == 0 and info["spill_loads"] == 0, f"{name} spills: {info}"
         assert info["stack"] == 0, f"{name} uses local memory: {info}"

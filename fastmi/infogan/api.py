@@ -63,7 +63,8 @@ def infogan_loss(
     build = make_problem.__wrapped__ if torch.compiler.is_compiling() else make_problem
     problem = build(spec, lambda_cat, lambda_cont, generator_loss, real_label, reduction)
     inputs = prepare_inputs(real_logits, fake_logits, q, codes, problem)
-    name = backend_name(backend, inputs.q.device.type)
+    device_type = inputs.q.device.type
+    name = REGISTRY.for_problem(backend, backend_name(backend, device_type), device_type, problem)
     if not torch.compiler.is_compiling() and transforms_active():
         name = REGISTRY.under_transforms(backend, name)
     discriminator, generator, info, stats = loss_fn(name)(inputs, problem)

@@ -1,8 +1,9 @@
-"""The InfoGAN loss's fused CUDA C++ backend (csrc/infogan/cuda): one launch each way.
+"""The InfoGAN loss's fused CUDA C++ backend (csrc/infogan/cuda).
 
 The forward computes every per-row term of ARCHITECTURE.md section 3, reduces them
-deterministically (per-block partial sums that the last block, found by an atomic
-ticket, adds in a fixed order) and writes the three losses and the stats vector
+deterministically (one launch for a one-block grid; else per-block partial sums in the
+call's own workspace that a second, one-block launch adds in a fixed order) and writes
+the three losses and the stats vector
 
     [jsd_bound, mi_bernoulli, mi_continuous, mi_categorical_1..m]
 
@@ -19,10 +20,8 @@ are never used as an address: the read is clamped, and the term, hence the losse
 that code's gradient block, is NaN. (The CPU backends raise instead; checking here would
 cost a host sync per call.)
 
-Concurrency: launches on one stream are ordered; forwards that run at the same time on
-different streams use ticket counters picked by a hash of the stream (256 slots), so two
-such streams collide with probability 1/256. A CUDA graph keeps the slot of the stream it
-was captured on.
+Concurrency: no launch shares state with another (the workspace is each call's own), so
+forwards on concurrent streams, threads or CUDA graphs cannot disturb each other.
 
 The kernels are compiled with ninja on first use, for the architecture of every visible
 GPU (``python -m fastmi.build --cuda`` builds them ahead of time), by the toolkit that
@@ -96,10 +95,26 @@ def is_available():
     return unavailable_reason(extension)
 
 
+# Categorical codes one call may hold (csrc/infogan/cuda/infogan_cuda.h FASTMI_CUDA_MAX_CAT):
+# their class counts travel in the kernel argument, which CUDA caps at 4 KB.
+MAX_CATEGORICAL = 128
+
+
+def cannot_run(problem):
+    """Why this backend cannot run a call (more categorical codes than the kernel argument
+    holds), or None. backend='auto' then uses the reference; 'triton' has no such cap."""
+    if problem.n_categorical > MAX_CATEGORICAL:
+        return (f"the cuda backend takes at most {MAX_CATEGORICAL} categorical codes per call (their sizes travel "
+                f"in the kernel argument), got {problem.n_categorical}; backend='triton' has no such limit")
+    return None
+
+
 def emulation_extension():
     """The same kernels and binding compiled for the CPU (csrc/common/cuda/emulation.h), taking
-    CPU tensors: ``forward_op``, ``backward_op``, ``describe``, ``set_override`` and
-    ``ticket_total`` as in :func:`extension`. For tests; slow (a fiber per CUDA thread)."""
+    CPU tensors: ``forward_op``, ``backward_op``, ``describe`` and ``set_override``
+    as in :func:`extension`, and ``defer_launches`` / ``set_stream`` / ``run_deferred``,
+    which run queued launches with their blocks interleaved across emulated streams. For
+    tests; slow (a fiber per CUDA thread)."""
     global _emulated
     if _emulated is None:
         _emulated = build("fastmi_cuda_emulated", ["infogan/cuda/binding.cpp", "infogan/cuda/emulated.cpp"],

@@ -6,6 +6,7 @@ module ``<package>.<name>`` that defines
     devices() -> tuple               the device types it runs on here
     is_available() -> str | None     None when usable, else the reason it is not
     <entry>(inputs, problem)         the op's computation (``entry`` names it)
+    cannot_run(problem) -> str | None   (optional) why it cannot run one call's problem
 
 imported lazily, so that ``import fastmi`` neither builds native code nor imports triton.
 
@@ -46,6 +47,7 @@ class Registry:
         self.who = who
         self._resolved: dict = {}   # (backend, device type) -> name
         self._entries: dict = {}    # name -> the backend's entry function
+        self._limits: dict = {}     # name -> its cannot_run, or None
 
     def module(self, name: str):
         return importlib.import_module(f"{self.package}.{name}")
@@ -101,8 +103,20 @@ class Registry:
             raise ValueError(f"{self.who}: backend {name!r} cannot serve {device_type} tensors here: "
                              f"{reason}. {choices[0].upper()}{choices[1:]}")
         self._entries[name] = getattr(self.module(name), self.entry)
+        self._limits[name] = getattr(self.module(name), "cannot_run", None)
         self._resolved[key] = name
         return name
+
+    def for_problem(self, backend: str, name: str, device_type: str, problem) -> str:
+        """``name`` if it can run this call's problem; else, for ``"auto"``, the reference
+        (which runs every problem), and for an explicit backend a ValueError saying why."""
+        limit = self._limits.get(name)
+        reason = None if limit is None else limit(problem)
+        if reason is None:
+            return name
+        if backend != "auto":
+            raise ValueError(f"{self.who}: backend {name!r} cannot run this call: {reason}")
+        return self.resolve("reference", device_type)
 
     def under_transforms(self, backend: str, name: str) -> str:
         """The backend that serves a call made inside a torch.func transform: the reference
@@ -123,3 +137,4 @@ class Registry:
         """Drops every resolved choice (tests that change what is available)."""
         self._resolved.clear()
         self._entries.clear()
+        self._limits.clear()

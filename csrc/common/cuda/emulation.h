@@ -15,8 +15,9 @@
 // that lacks a barrier before it sees stale or too-new data in some schedule and makes a
 // test fail; a barrier that not every thread reaches is reported as a deadlock. Dynamic shared memory
 // starts filled with 0xFF bytes (NaN), so a read of a slot nobody wrote shows up as NaN.
-// Blocks run one after another, so this finds no race between blocks: the ticket
-// protocol of the forward is argued in its comment, and checked on the GPU.
+// Blocks run one after another, so this finds no race between the blocks of one launch;
+// deferred launches (set_deferred / run_deferred) interleave the blocks of launches on
+// different emulated streams, as concurrent streams and CUDA graphs do.
 #pragma once
 
 #include <ucontext.h>
@@ -24,6 +25,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -55,6 +57,15 @@ struct Fiber {
   Wait wait = Wait::kRunnable;
 };
 
+// A launch held back to run later, interleaved with other streams' launches (see
+// set_deferred): its grid, block size, shared memory, body and (emulated) stream.
+struct Pending {
+  unsigned int grid, threads;
+  size_t smem_bytes;
+  std::function<void()> body;
+  int stream;
+};
+
 struct Emulator {
   Dim3 grid, block, block_idx;
   std::vector<Fiber> fibers;
@@ -66,6 +77,9 @@ struct Emulator {
   int current = -1;
   uint64_t rng = 0x9E3779B97F4A7C15ull;
   std::string error;
+  bool deferred = false;          // launches queue up instead of running (set_deferred)
+  int stream = 0;                 // the emulated stream new launches go to
+  std::vector<Pending> pending;   // queued launches, in launch order
 };
 
 inline Emulator& emu() {
@@ -170,23 +184,74 @@ inline bool run_block(unsigned int threads) {
   }
 }
 
-// Runs body() as a grid of `grid` blocks of `threads` threads; 0 or an error code.
+// Runs block b of a launch, with fresh (NaN-filled) shared memory.
+inline bool run_one_block(const Pending& launch, unsigned int b) {
+  Emulator& e = emu();
+  e.grid = {launch.grid, 1, 1};
+  e.block = {launch.threads, 1, 1};
+  e.body = launch.body;
+  e.smem.resize(launch.smem_bytes / 8 + 2);
+  e.block_idx = {b, 0, 0};
+  std::memset(e.smem.data(), 0xFF, e.smem.size() * 8);
+  const bool ok = run_block(launch.threads);
+  e.body = nullptr;
+  return ok;
+}
+
+// Runs body() as a grid of `grid` blocks of `threads` threads; 0 or an error code. With
+// launches deferred, it only queues the launch on the current emulated stream.
 inline int launch(unsigned int grid, unsigned int threads, size_t smem_bytes, std::function<void()> body) {
   Emulator& e = emu();
   if (threads % 32 != 0 || threads == 0 || grid == 0) {
     e.error = "emulated launch: bad configuration";
     return 9;  // cudaErrorInvalidConfiguration
   }
-  e.grid = {grid, 1, 1};
-  e.block = {threads, 1, 1};
-  e.body = std::move(body);
-  e.smem.resize(smem_bytes / 8 + 2);
-  for (unsigned int b = 0; b < grid; ++b) {
-    e.block_idx = {b, 0, 0};
-    std::memset(e.smem.data(), 0xFF, e.smem.size() * 8);
-    if (!run_block(threads)) return 999;  // cudaErrorUnknown
+  Pending launch{grid, threads, smem_bytes, std::move(body), e.stream};
+  if (e.deferred) {
+    e.pending.push_back(std::move(launch));
+    return 0;
   }
-  e.body = nullptr;
+  for (unsigned int b = 0; b < grid; ++b)
+    if (!run_one_block(launch, b)) return 999;  // cudaErrorUnknown
+  return 0;
+}
+
+// Concurrent streams, emulated: while deferred, launches queue up on the emulated stream
+// set by set_stream; run_deferred() then runs them with their blocks interleaved across
+// streams (one block of each stream's current launch in turn), each stream's launches in
+// order, as two streams of a GPU may. A design that lets two launches share state fails
+// here; the blocks of one launch still run one after another.
+inline void set_deferred(bool on) { emu().deferred = on; }
+inline void set_stream(int stream) { emu().stream = stream; }
+
+inline int run_deferred() {
+  Emulator& e = emu();
+  std::vector<Pending> pending = std::move(e.pending);
+  e.pending.clear();
+  e.deferred = false;
+  std::vector<int> streams;
+  for (const Pending& launch : pending)
+    if (std::find(streams.begin(), streams.end(), launch.stream) == streams.end()) streams.push_back(launch.stream);
+  std::vector<size_t> next(streams.size(), 0);      // each stream's current launch
+  std::vector<unsigned int> block(streams.size(), 0);  // and its next block
+  auto launch_of = [&](size_t s) -> const Pending* {
+    for (size_t i = next[s]; i < pending.size(); ++i)
+      if (pending[i].stream == streams[s]) return &pending[i];
+    return nullptr;
+  };
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (size_t s = 0; s < streams.size(); ++s) {
+      const Pending* launch = launch_of(s);
+      if (launch == nullptr) continue;
+      if (!run_one_block(*launch, block[s]++)) return 999;
+      progress = true;
+      if (block[s] == launch->grid) {  // the launch is done: the stream's next one
+        next[s] = static_cast<size_t>(launch - pending.data()) + 1;
+        block[s] = 0;
+      }
+    }
+  }
   return 0;
 }
 

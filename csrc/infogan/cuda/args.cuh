@@ -26,7 +26,7 @@ struct Args {
   FastmiForwardOutputs out;  // forward only
   FastmiBackwardIO io;       // backward only
   int32_t Wp;                // tile row stride: W rounded up to odd
-  int32_t slot;              // ticket counter of this launch's stream
+  int32_t n_blocks;          // the forward's grid (finalize_kernel reads its columns)
   float inv_w;               // 1 / W, for the tile's row-of-element division
   double inv_real, inv_q;    // 1 / max(Br, 1), 1 / Bq: computed on the host (see finalize_scaled)
 };
@@ -42,10 +42,9 @@ struct Smem {
   int cat_sums;     // acc[kWarps][m]: each warp's categorical sums (forward)
   int fixed_sums;   // acc[kWarps][kFixedSums]: each warp's other sums (forward)
   int scratch;      // acc[kWarps][2]: BlockRows' combine
-  int warp_totals;  // double[n_sums][kWarps]: the last block's per-warp totals (forward)
-  int totals;       // double[n_sums]: the batch's sums (forward)
-  int stats;        // double[3 + m]: finalize()'s stats (forward)
-  int is_last;      // int: this block took the last ticket (forward)
+  int warp_totals;  // double[n_sums][kWarps]: finalize_kernel's per-warp totals
+  int totals;       // double[n_sums]: the block's (one-block grid) or the batch's sums
+  int stats;        // double[3 + m]: finalize()'s stats
   int tile;         // acc[kTileRows][Wp]: the tile layout's tile
   int total;        // bytes in all
 };
@@ -64,7 +63,6 @@ FM_HD Smem smem_layout(int m, int layout, int Wp, int acc_bytes) {
   at.warp_totals = end;  end = align16(end + 8 * kWarps * n_sums);
   at.totals = end;       end = align16(end + 8 * n_sums);
   at.stats = end;        end = align16(end + 8 * (kMiCat0 + m));
-  at.is_last = end;      end = align16(end + 4);
   at.tile = end;
   if (layout == FASTMI_LAYOUT_TILE) end = align16(end + acc_bytes * kTileRows * Wp);
   at.total = end;

@@ -30,6 +30,9 @@
 #include <vector>
 
 #include "../check_inputs.h"
+#if defined(FASTMI_CUDA_EMULATION)
+#include "../../common/cuda/emulation.h"  // the emulated streams' controls, bound below
+#endif
 #include "infogan_cuda.h"
 
 namespace {
@@ -147,6 +150,18 @@ OptTensor upstream(const OptTensor& g, const Tensor& q, const char* name) {
                real_label, sum_reduction)
 
 #if defined(FASTMI_CUDA_EMULATION)
+// A deferred (queued) launch writes its workspace when it runs, after forward_op has
+// returned: the emulation keeps the tensor alive until then. (On a GPU the caching
+// allocator's stream order does this.)
+std::vector<Tensor> g_deferred_workspaces;
+void keep_until_run(const Tensor& t) {
+  if (fastmi_emu::emu().deferred) g_deferred_workspaces.push_back(t);
+}
+#else
+void keep_until_run(const Tensor&) {}
+#endif
+
+#if defined(FASTMI_CUDA_EMULATION)
 struct NoGuard {
   explicit NoGuard(at::Device) {}
 };
@@ -155,7 +170,7 @@ using DeviceGuard = NoGuard;
 using DeviceGuard = c10::cuda::CUDAGuard;
 #endif
 
-// (discriminator, generator, info, stats), in one launch.
+// (discriminator, generator, info, stats): one launch, or two for a multi-block grid.
 std::vector<Tensor> forward_op(const OptTensor& real, const OptTensor& fake, const Tensor& q, const OptTensor& cat,
                                const OptTensor& bern, const OptTensor& cont, FASTMI_PROBLEM_ARGS) {
   const FastmiProblem p = FASTMI_PROBLEM;
@@ -170,6 +185,7 @@ std::vector<Tensor> forward_op(const OptTensor& real, const OptTensor& fake, con
   const FastmiForwardOutputs out{d.data_ptr(), g.data_ptr(), i.data_ptr(), stats.data_ptr(),
                                  workspace.data_ptr<double>()};
   check_status(fastmi_cuda_forward(&p, &in, &plan, &out, current_stream()), "the forward launch");
+  keep_until_run(workspace);
   return {d, g, i, stats};
 }
 
@@ -215,12 +231,6 @@ py::dict describe(const OptTensor& real, const OptTensor& fake, const Tensor& q,
   return out;
 }
 
-int64_t ticket_total() {
-  uint64_t total = 0;
-  check_status(fastmi_cuda_ticket_total(&total), "reading the ticket counters");
-  return static_cast<int64_t>(total);
-}
-
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -230,6 +240,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("describe", &describe, "the launch configuration of a call (layout, blocks, threads, smem, workspace)");
   m.def("set_override", &fastmi_cuda_set_override, py::arg("layout"), py::arg("max_blocks") = 0,
         "force a layout (-1: the rule; 0 tile, 1 warp, 2 block) and cap the grid (0: none), for tests");
-  m.def("ticket_total", &ticket_total, "sum of the forward's ticket counters (0 between launches); syncs");
   m.attr("MAX_CATEGORICAL") = FASTMI_CUDA_MAX_CAT;
+#if defined(FASTMI_CUDA_EMULATION)
+  // Concurrent streams, emulated (csrc/common/cuda/emulation.h): queue launches on numbered
+  // streams, then run them with their blocks interleaved across the streams.
+  m.def("defer_launches", &fastmi_emu::set_deferred, "queue launches instead of running them (emulation)");
+  m.def("set_stream", &fastmi_emu::set_stream, "the emulated stream that later launches go to (emulation)");
+  m.def("run_deferred",
+        [] {
+          const int status = fastmi_emu::run_deferred();
+          g_deferred_workspaces.clear();
+          check_status(status, "running the deferred launches");
+        },
+        "run the queued launches, blocks interleaved across streams, each stream in order (emulation)");
+#endif
 }

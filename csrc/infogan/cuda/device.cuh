@@ -123,14 +123,9 @@ int query_resident_blocks(Kernel, int /*threads*/, int /*smem*/, int* blocks) {
 
 template <typename Kernel, typename Arg>
 int launch_kernel(Kernel fn, int blocks, int threads, int smem, void* /*stream*/, const Arg& arg) {
-  return fastmi_emu::launch(blocks, threads, smem, [fn, &arg] { fn(arg); });
+  return fastmi_emu::launch(blocks, threads, smem, [fn, arg] { fn(arg); });  // by value: a deferred launch outlives arg
 }
 
-template <typename T, size_t N>
-int copy_from_device(T* host, const T (&symbol)[N]) {
-  memcpy(host, symbol, sizeof symbol);
-  return 0;
-}
 
 inline const char* error_string(int code) {
   if (code == kErrInvalidValue)
@@ -167,10 +162,6 @@ int launch_kernel(Kernel fn, int blocks, int threads, int smem, void* stream, co
   return static_cast<int>(cudaGetLastError());
 }
 
-template <typename T, size_t N>
-int copy_from_device(T* host, const T (&symbol)[N]) {
-  return static_cast<int>(cudaMemcpyFromSymbol(host, symbol, sizeof symbol));
-}
 
 inline const char* error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
 

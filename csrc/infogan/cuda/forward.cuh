@@ -1,22 +1,23 @@
-// fastmi CUDA kernels: the forward. One launch computes every per-row term of the batch
-// (csrc/infogan/math.h), reduces them, and writes the three losses and the stats.
+// fastmi CUDA kernels: the forward. Every per-row term of the batch (csrc/infogan/math.h),
+// reduced, then the three losses and the stats: one launch when the grid is one block,
+// else two (the forward kernel, then finalize_kernel on the same stream).
 //
 // Real and fake logits are grid-strided over all threads of whichever layout runs; the Q
 // rows go a thread per row (tile), a warp per row (warp) or a block per row (block).
 //
-// The reduction, deterministic and in one launch: each thread sums its rows in registers
-// (6 fixed sums) and, per categorical code, each warp sums its rows with a butterfly into
-// a per-warp shared slot; the block sums its warps in a fixed order into its column of a
-// [sums][blocks] float64 workspace; then __threadfence and an atomic ticket tell the last
-// block that every column is written; it sums the columns in a fixed order (thread t takes
-// blocks t, t + 256, ...; then a butterfly; then the warps in order), evaluates finalize()
-// in float64 and writes the three losses and the stats, and puts the ticket back to 0 for
-// the next launch: no memset, no host sync, capturable in a CUDA graph. The grid is a
-// function of (B, W, dtype, device) alone, so the order of every addition, hence every bit
-// of the result, is the same from run to run. Ticket counters are a static array indexed
-// by a hash of the stream: launches on one stream are ordered, launches on two streams at
-// once need distinct slots (a collision, 1 in 256 per pair of concurrently running
-// streams, would corrupt both results).
+// The reduction, deterministic, with no state shared between launches: each thread sums
+// its rows in registers (6 fixed sums) and, per categorical code, each warp sums its rows
+// with a butterfly into a per-warp shared slot; the block sums its warps in a fixed order
+// (in float64). A one-block grid finalizes from those sums at once. Otherwise each block
+// writes its column of the call's own [sums][blocks] float64 workspace, and
+// finalize_kernel, one block launched after the forward on the same stream, sums the
+// columns in a fixed order (thread t takes blocks t, t + 256, ...; then a butterfly; then
+// the warps in order), evaluates finalize() in float64 and writes the losses and stats.
+// No counter, no memset, no host sync: capturable in a CUDA graph, and launches on
+// concurrent streams or graphs cannot disturb each other (an earlier design counted
+// finished blocks in a ticket counter per stream slot, which two graphs, all captured on
+// one stream, shared). The grid is a function of (B, W, dtype, device) alone, so the order
+// of every addition, hence every bit of the result, is the same from run to run.
 #pragma once
 
 #include "args.cuh"
@@ -25,9 +26,6 @@
 
 namespace fastmi {
 namespace cuda {
-
-// Ticket counters, zeroed when the module loads and by every forward's last block.
-__device__ unsigned int g_tickets[FASTMI_CUDA_TICKET_SLOTS];
 
 // e = logsumexp - x[c], the categorical term of a code with K classes, from the Lse of its
 // logits; logit(j) reads logit j, only ever for j in [0, K). NaN for c outside [0, K).
@@ -67,42 +65,71 @@ FM_DEV void stash_warp_sum(A v, A* fixed_sums, int sum, int lane, int warp) {
   if (lane == 0) fixed_sums[warp * kFixedSums + sum] = v;
 }
 
-// The block's column of the workspace, the ticket, and the last block's fixed-order total
-// and finalize() (the reduction of the header comment). fixed_sums is [kWarps][kFixedSums]
-// and cat_sums [kWarps][m], in shared memory.
+// The losses and stats from the batch's sums, written by thread 0 (finalize() of
+// csrc/infogan/math.h in float64).
+template <typename A>
+FM_DEV void write_outputs(const Args& args, const double* totals, const int* sizes, double* stats, int tid) {
+  if (tid != 0) return;
+  const FastmiProblem& p = args.p;
+  double losses[3];
+  const int64_t Bq = args.in.Bq;
+  finalize_scaled(totals, [sizes](int k) { return fm_log(static_cast<double>(sizes[k])); }, loss_params<double>(p),
+                  args.in.Br, args.in.fake != nullptr ? Bq : 0, Bq, RowScale<double>{args.inv_real, args.inv_q},
+                  losses, stats);
+  *static_cast<A*>(args.out.discriminator) = static_cast<A>(losses[0]);
+  *static_cast<A*>(args.out.generator) = static_cast<A>(losses[1]);
+  *static_cast<A*>(args.out.info) = static_cast<A>(losses[2]);
+  A* out_stats = static_cast<A*>(args.out.stats);
+  for (int s = 0; s < kMiCat0 + p.m; ++s) out_stats[s] = static_cast<A>(stats[s]);
+}
+
+// The block's sums (its warps' in a fixed order, in float64): finalized at once in a
+// one-block grid, else written to its column of the workspace for finalize_kernel.
+// fixed_sums is [kWarps][kFixedSums] and cat_sums [kWarps][m], in shared memory.
 template <typename A>
 FM_DEV void finish_forward(const Args& args, const A* fixed_sums, const A* cat_sums, unsigned char* smem,
                            const Smem& regions, const int* sizes, int tid) {
-  const FastmiProblem& p = args.p;
-  const int lane = tid & 31, warp = tid >> 5, m = p.m, n_sums = kFixedSums + m;
+  const int m = args.p.m, n_sums = kFixedSums + m;
   const int n_blocks = static_cast<int>(gridDim.x);
   __syncthreads();  // every fixed_sums and cat_sums slot is written
-  double* block_sums = args.out.workspace;  // [n_sums][n_blocks]
+  double* totals = reinterpret_cast<double*>(smem + regions.totals);  // [n_sums]
+  double* block_sums = args.out.workspace;                            // [n_sums][n_blocks]
   for (int s = tid; s < n_sums; s += kThreads) {
     double block_total = 0.0;
     for (int w = 0; w < kWarps; ++w) {
       const A warp_total = s < kFixedSums ? fixed_sums[w * kFixedSums + s] : cat_sums[w * m + s - kFixedSums];
       block_total += static_cast<double>(warp_total);
     }
-    block_sums[static_cast<int64_t>(s) * n_blocks + blockIdx.x] = block_total;
+    if (n_blocks == 1) totals[s] = block_total;
+    else block_sums[static_cast<int64_t>(s) * n_blocks + blockIdx.x] = block_total;
   }
-  // Release: this block's column is visible device-wide before its ticket is taken.
-  __threadfence();
-  __syncthreads();
-  int* is_last = reinterpret_cast<int*>(smem + regions.is_last);
-  if (tid == 0) *is_last = atomicAdd(&g_tickets[args.slot], 1u) == static_cast<unsigned int>(n_blocks - 1);
-  __syncthreads();
-  if (!*is_last) return;
-  __threadfence();  // acquire: the other blocks' columns, read from L2 (__ldcg)
+  if (n_blocks == 1) {
+    __syncthreads();
+    write_outputs<A>(args, totals, sizes, reinterpret_cast<double*>(smem + regions.stats), tid);
+  }
+}
 
-  // Four sums at a time: thread t adds blocks t, t + 256, ... of each, then a butterfly per warp.
-  double* warp_totals = reinterpret_cast<double*>(smem + regions.warp_totals);  // [n_sums][kWarps]
+// The second launch of a multi-block forward: one block adds the blocks' columns in a
+// fixed order (thread t takes blocks t, t + 256, ..., four sums at a time; then a
+// butterfly per warp; then the warps in order) and writes the losses and stats.
+// args.n_blocks is the forward's grid.
+template <typename A>
+__global__ void __launch_bounds__(kThreads) finalize_kernel(const __grid_constant__ Args args) {
+  FM_DYNAMIC_SMEM(smem);
+  const FastmiProblem& p = args.p;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, n_sums = kFixedSums + p.m;
+  const int n_blocks = args.n_blocks;
+  const Smem regions = smem_layout(p.m, FASTMI_LAYOUT_WARP, args.Wp, sizeof(A));  // no tile
+  int* sizes = reinterpret_cast<int*>(smem + regions.sizes);
+  for (int k = tid; k < p.m; k += kThreads) sizes[k] = p.cat_sizes[k];
+  const double* block_sums = args.out.workspace;                                      // [n_sums][n_blocks]
+  double* warp_totals = reinterpret_cast<double*>(smem + regions.warp_totals);        // [n_sums][kWarps]
   for (int first = 0; first < n_sums; first += 4) {
     double partial[4] = {0.0, 0.0, 0.0, 0.0};
     for (int block = tid; block < n_blocks; block += kThreads) {
 #pragma unroll
       for (int u = 0; u < 4; ++u)
-        if (first + u < n_sums) partial[u] += __ldcg(block_sums + static_cast<int64_t>(first + u) * n_blocks + block);
+        if (first + u < n_sums) partial[u] += block_sums[static_cast<int64_t>(first + u) * n_blocks + block];
     }
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
@@ -118,20 +145,7 @@ FM_DEV void finish_forward(const Args& args, const A* fixed_sums, const A* cat_s
     totals[s] = total;
   }
   __syncthreads();
-  if (tid == 0) {
-    double losses[3];
-    double* stats = reinterpret_cast<double*>(smem + regions.stats);
-    const int64_t Bq = args.in.Bq;
-    finalize_scaled(totals, [sizes](int k) { return fm_log(static_cast<double>(sizes[k])); }, loss_params<double>(p),
-                    args.in.Br, args.in.fake != nullptr ? Bq : 0, Bq, RowScale<double>{args.inv_real, args.inv_q},
-                    losses, stats);
-    *static_cast<A*>(args.out.discriminator) = static_cast<A>(losses[0]);
-    *static_cast<A*>(args.out.generator) = static_cast<A>(losses[1]);
-    *static_cast<A*>(args.out.info) = static_cast<A>(losses[2]);
-    A* out_stats = static_cast<A*>(args.out.stats);
-    for (int s = 0; s < kMiCat0 + m; ++s) out_stats[s] = static_cast<A>(stats[s]);
-    atomicExch(&g_tickets[args.slot], 0u);  // every block has taken its ticket
-  }
+  write_outputs<A>(args, totals, sizes, reinterpret_cast<double*>(smem + regions.stats), tid);
 }
 
 // Q rows of one group (a warp or a block): categorical terms by a strided online

@@ -10,8 +10,6 @@
 
 // Categorical codes one call may hold: their class counts travel as a kernel argument.
 #define FASTMI_CUDA_MAX_CAT 128
-// Launches on distinct streams use distinct ticket counters (see forward.cuh).
-#define FASTMI_CUDA_TICKET_SLOTS 256
 
 #ifdef __cplusplus
 extern "C" {
@@ -63,7 +61,7 @@ typedef struct FastmiPlan {
   int32_t blocks;
   int32_t threads;
   int32_t smem_bytes;
-  int64_t workspace_doubles;  // forward only: per-block partial sums
+  int64_t workspace_doubles;  // forward only: per-block partial sums (0 for a one-block grid)
 } FastmiPlan;
 
 // Forward outputs, all in the accumulation type: three 0-dim losses and stats [3 + m].
@@ -72,7 +70,7 @@ typedef struct FastmiForwardOutputs {
   void* generator;
   void* info;
   void* stats;
-  double* workspace;  // plan.workspace_doubles doubles, uninitialized
+  double* workspace;  // plan.workspace_doubles doubles, uninitialized: the call's own
 } FastmiForwardOutputs;
 
 // Backward: upstream grads (0-dim, accumulation type; NULL counts as zero) in, input
@@ -97,8 +95,6 @@ int fastmi_cuda_backward(const FastmiProblem* problem, const FastmiInputs* input
 // Testing and benchmarking: force a layout (FASTMI_LAYOUT_AUTO restores the rule) and cap
 // the grid (0: no cap). Affects the plans made afterwards, process-wide.
 void fastmi_cuda_set_override(int32_t layout, int32_t max_blocks);
-// Sum of every ticket counter, read back synchronously: 0 between launches. Debug only.
-int fastmi_cuda_ticket_total(uint64_t* total);
 const char* fastmi_cuda_error_string(int code);
 const char* fastmi_cuda_layout_name(int32_t layout);
 

@@ -1,5 +1,6 @@
-// fastmi fused CUDA kernels: the InfoGAN losses and MI bounds of one batch in ONE launch,
-// and every gradient in ONE more launch that recomputes from the inputs. This file is the
+// fastmi fused CUDA kernels: the InfoGAN losses and MI bounds of one batch in one launch
+// (two when the grid has several blocks: forward.cuh), and every gradient in one more
+// launch that recomputes from the inputs. This file is the
 // translation unit: it plans the launches, launches them, and implements the plain C ABI
 // of infogan_cuda.h; it includes no torch header (csrc/infogan/cuda/binding.cpp validates
 // and allocates, then calls that ABI). The rest, one job per file:
@@ -132,26 +133,17 @@ int plan_launch(const FastmiProblem* p, const FastmiInputs* in, bool forward, Fa
   plan->blocks = static_cast<int32_t>(blocks);
   plan->threads = kThreads;
   plan->smem_bytes = smem;
-  plan->workspace_doubles = forward ? blocks * (kFixedSums + p->m) : 0;
+  plan->workspace_doubles = forward && blocks > 1 ? blocks * (kFixedSums + p->m) : 0;  // one block: no columns
   return 0;
 }
 
-// A ticket slot per stream (see forward.cuh): a hash of the handle.
-int32_t slot_of(void* stream) {
-  uint64_t h = reinterpret_cast<uintptr_t>(stream);
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdull;
-  h ^= h >> 33;
-  return static_cast<int32_t>(h % FASTMI_CUDA_TICKET_SLOTS);
-}
-
-Args make_args(const FastmiProblem* p, const FastmiInputs* in, void* stream) {
+Args make_args(const FastmiProblem* p, const FastmiInputs* in, const FastmiPlan* plan) {
   Args args;
   memset(&args, 0, sizeof args);
   args.p = *p;
   args.in = *in;
   args.Wp = odd_stride(p->W);
-  args.slot = slot_of(stream);
+  args.n_blocks = plan->blocks;
   args.inv_w = 1.0f / static_cast<float>(p->W);
   args.inv_real = 1.0 / static_cast<double>(in->Br > 0 ? in->Br : 1);
   args.inv_q = 1.0 / static_cast<double>(in->Bq);
@@ -159,8 +151,14 @@ Args make_args(const FastmiProblem* p, const FastmiInputs* in, void* stream) {
 }
 
 int launch(const FastmiPlan* plan, bool forward, int dtype, const Args& args, void* stream) {
-  return launch_kernel(kernel_for(dtype, forward, plan->layout), plan->blocks, plan->threads, plan->smem_bytes, stream,
-                       args);
+  int err = launch_kernel(kernel_for(dtype, forward, plan->layout), plan->blocks, plan->threads, plan->smem_bytes,
+                          stream, args);
+  if (err == 0 && forward && plan->blocks > 1) {  // the second launch: the blocks' columns, finalized
+    const int smem = smem_layout(args.p.m, FASTMI_LAYOUT_WARP, args.Wp, acc_bytes(dtype)).total;
+    err = dtype == FASTMI_F64 ? launch_kernel(finalize_kernel<double>, 1, kThreads, smem, stream, args)
+                              : launch_kernel(finalize_kernel<float>, 1, kThreads, smem, stream, args);
+  }
+  return err;
 }
 
 }  // namespace cuda
@@ -180,14 +178,14 @@ int fastmi_cuda_plan_backward(const FastmiProblem* problem, const FastmiInputs* 
 
 int fastmi_cuda_forward(const FastmiProblem* problem, const FastmiInputs* inputs, const FastmiPlan* plan,
                         const FastmiForwardOutputs* outputs, void* stream) {
-  fastmi::cuda::Args args = fastmi::cuda::make_args(problem, inputs, stream);
+  fastmi::cuda::Args args = fastmi::cuda::make_args(problem, inputs, plan);
   args.out = *outputs;
   return fastmi::cuda::launch(plan, true, inputs->dtype, args, stream);
 }
 
 int fastmi_cuda_backward(const FastmiProblem* problem, const FastmiInputs* inputs, const FastmiPlan* plan,
                          const FastmiBackwardIO* io, void* stream) {
-  fastmi::cuda::Args args = fastmi::cuda::make_args(problem, inputs, stream);
+  fastmi::cuda::Args args = fastmi::cuda::make_args(problem, inputs, plan);
   args.io = *io;
   return fastmi::cuda::launch(plan, false, inputs->dtype, args, stream);
 }
@@ -195,16 +193,6 @@ int fastmi_cuda_backward(const FastmiProblem* problem, const FastmiInputs* input
 void fastmi_cuda_set_override(int32_t layout, int32_t max_blocks) {
   fastmi::cuda::g_layout_override = layout;
   fastmi::cuda::g_max_blocks = max_blocks;
-}
-
-int fastmi_cuda_ticket_total(uint64_t* total) {
-  unsigned int host[FASTMI_CUDA_TICKET_SLOTS];
-  const int err = fastmi::cuda::copy_from_device(host, fastmi::cuda::g_tickets);
-  if (err != 0) return err;
-  uint64_t t = 0;
-  for (unsigned int v : host) t += v;
-  *total = t;
-  return 0;
 }
 
 const char* fastmi_cuda_error_string(int code) { return fastmi::cuda::error_string(code); }
