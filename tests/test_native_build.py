@@ -4,7 +4,9 @@ processes that need one build share it; a wait for another's build is bounded an
 what it waits for.
 
 Most tests build a tiny extension (a few lines of the Python C API, compiled in a second)
-through the same ``build`` as fastmi's libraries, each into its own cache folder.
+through the same ``build`` as fastmi's libraries, each into its own cache folder; one
+checks ``python -m fastmi.build`` against the real CPU library, which the test session has
+built already.
 """
 
 from __future__ import annotations
@@ -379,3 +381,23 @@ def test_a_bad_timeout_setting_is_named(monkeypatch):
     monkeypatch.setenv(build_lock.TIMEOUT_ENV, "soon")
     with pytest.raises(ValueError, match="FASTMI_BUILD_LOCK_TIMEOUT='soon'"):
         build_lock.timeout_s()
+
+
+# ---- the real library ------------------------------------------------------------------------
+
+def test_fastmi_build_reports_the_cache_path_and_key():
+    """End to end with the real CPU library (the session built it; this loads it)."""
+    from fastmi.runtime import cpu_extension
+
+    if cpu_extension.is_available() is not None:
+        pytest.skip(f"the CPU library does not build here: {cpu_extension.is_available()}")
+    folder, key = native_build.loaded("fastmi_cpu")
+    assert json.loads((folder / "key.json").read_text()) == key
+    assert key["torch"]["version"] == torch.__version__ and key["files"]["infogan/cpu/infogan_cpu.cpp"]
+    done = subprocess.run([sys.executable, "-m", "fastmi.build"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"fastmi.build: cache {native_build.cache_root()}" in done.stdout
+    assert f"{folder / 'fastmi_cpu.so'}" in done.stdout
+    assert f"key {native_build.key_digest(key)} ({folder / 'key.json'})" in done.stdout
+    assert f"torch {torch.__version__}" in done.stdout
+    assert "fastmi: building" not in done.stderr
