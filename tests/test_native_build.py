@@ -244,6 +244,30 @@ def test_the_key_changes_with_the_compilers_version_at_one_path(src, tmp_path, m
     assert native_build.key_digest(after) != native_build.key_digest(before)
 
 
+def test_a_cuda_key_holds_the_toolkit_and_nvccs_version(src, tmp_path, monkeypatch):
+    """A library with a .cu source keys by the toolkit torch will build with (its CUDA_HOME),
+    nvcc's --version and the GPU architecture settings; one without has no CUDA entry."""
+    from torch.utils import cpp_extension
+
+    (src / "kernel.cu").write_text("// a kernel\n")
+    home = tmp_path / "cuda"
+    nvcc = _fake_compiler(tmp_path, "nvcc", "Cuda compilation tools, release 12.4, V12.4.131")
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "nvcc").symlink_to(nvcc)
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", str(home))
+    assert tiny_key(src)["cuda"] is None
+    cuda_key = lambda: native_build.build_key(NAME, ["tiny.cpp", "kernel.cu"], source_dir=src)  # noqa: E731
+    key = cuda_key()
+    assert key["cuda"]["home"] == str(home)
+    assert key["cuda"]["nvcc"]["version"] == "Cuda compilation tools, release 12.4, V12.4.131"
+    digests = {native_build.key_digest(key)}
+    _fake_compiler(tmp_path, "nvcc", "Cuda compilation tools, release 12.8, V12.8.61")
+    digests.add(native_build.key_digest(cuda_key()))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    digests.add(native_build.key_digest(cuda_key()))
+    assert len(digests) == 3
+
+
 @pytest.mark.parametrize("flag", ["cflags", "ldflags", "cuda_cflags"])
 def test_the_key_changes_with_the_flags(flag, src):
     assert native_build.key_digest(tiny_key(src)) != native_build.key_digest(tiny_key(src, **{flag: ["-DX"]}))
