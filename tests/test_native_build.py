@@ -198,9 +198,10 @@ def test_a_faked_torch_version_builds_and_keeps_its_own_library(cache, src, monk
 
 
 def _fake_compiler(tmp_path, name, version):
+    """A tool that prints ``version`` (lines) for --version."""
     path = tmp_path / "bin" / name
     path.parent.mkdir(exist_ok=True)
-    path.write_text(f"#!/bin/sh\necho '{version}'\n")
+    path.write_text(f"#!/bin/sh\ncat <<'EOF'\n{version}\nEOF\n")
     path.chmod(0o755)
     return path
 
@@ -233,15 +234,20 @@ def test_the_key_changes_with_what_the_binary_depends_on(change, src, tmp_path, 
 
 
 def test_the_key_changes_with_the_compilers_version_at_one_path(src, tmp_path, monkeypatch):
-    """An upgraded compiler in place (same path, new --version) is a new key."""
-    compiler = _fake_compiler(tmp_path, "g++", "g++ (fake) 12.2.0")
+    """An upgraded compiler in place (same path, new --version) is a new key, also when
+    only a later line of --version changes (clang's target or install folder)."""
+    compiler = _fake_compiler(tmp_path, "g++", "clang version 17.0.6\nTarget: x86_64-pc-linux-gnu")
     monkeypatch.setenv("CXX", str(compiler))
-    before = tiny_key(src)
-    assert before["compiler"]["version"] == "g++ (fake) 12.2.0"
-    _fake_compiler(tmp_path, "g++", "g++ (fake) 13.1.0 and more")
-    after = tiny_key(src)
-    assert after["compiler"]["path"] == before["compiler"]["path"]
-    assert native_build.key_digest(after) != native_build.key_digest(before)
+    keys = [tiny_key(src)]
+    assert keys[0]["compiler"]["version"] == "clang version 17.0.6"
+    # each text a different length: the process asks a binary again when its size or
+    # mtime changes, and two writes can share an mtime tick
+    _fake_compiler(tmp_path, "g++", "clang version 18.1.10\nTarget: x86_64-pc-linux-gnu")
+    keys.append(tiny_key(src))
+    _fake_compiler(tmp_path, "g++", "clang version 18.1.10\nTarget: aarch64-unknown-linux-gnu")
+    keys.append(tiny_key(src))
+    assert len({key["compiler"]["path"] for key in keys}) == 1
+    assert len({native_build.key_digest(key) for key in keys}) == 3
 
 
 def test_a_cuda_key_holds_the_toolkit_and_nvccs_version(src, tmp_path, monkeypatch):
@@ -261,7 +267,7 @@ def test_a_cuda_key_holds_the_toolkit_and_nvccs_version(src, tmp_path, monkeypat
     assert key["cuda"]["home"] == str(home)
     assert key["cuda"]["nvcc"]["version"] == "Cuda compilation tools, release 12.4, V12.4.131"
     digests = {native_build.key_digest(key)}
-    _fake_compiler(tmp_path, "nvcc", "Cuda compilation tools, release 12.8, V12.8.61")
+    _fake_compiler(tmp_path, "nvcc", "Cuda compilation tools, release 12.8, V12.8.93 (newer)")
     digests.add(native_build.key_digest(cuda_key()))
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
     digests.add(native_build.key_digest(cuda_key()))
