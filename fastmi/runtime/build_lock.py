@@ -12,7 +12,8 @@ still load a whole library. Hence:
 
 - the wait is bounded (``FASTMI_BUILD_LOCK_TIMEOUT`` seconds, default 900) and raises
   :class:`BuildLockTimeout` naming the lock, its holder and how to clear it;
-- where the filesystem does not implement flock, the build goes ahead without the lock.
+- where the filesystem (or the OS: Windows) does not implement flock, the build goes
+  ahead without the lock.
 
 The lock file is never deleted: deleting a flock'ed file lets a later process lock a new
 file of the same name while a waiter still holds the old one, and two processes would both
@@ -24,13 +25,17 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import fcntl
 import json
 import os
 import socket
 import sys
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; builds go ahead unlocked (see above), fastmi still imports
+    fcntl = None
 
 TIMEOUT_ENV = "FASTMI_BUILD_LOCK_TIMEOUT"
 DEFAULT_TIMEOUT_S = 900.0  # a CUDA build for several architectures takes minutes on a busy machine
@@ -102,6 +107,9 @@ def hold(path, *, what: str, timeout: float | None = None):
     when the filesystem cannot lock (the caller goes ahead unlocked)."""
     path = Path(path)
     limit = timeout_s() if timeout is None else timeout
+    if fcntl is None:
+        yield False
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     # os.open's descriptors are not inherited across exec (PEP 446): ninja and the
     # compilers it starts do not get the lock, so they cannot keep it alive after we die.
