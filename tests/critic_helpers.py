@@ -9,9 +9,13 @@ scale and bias.
 from __future__ import annotations
 
 import math
+import time
 from typing import NamedTuple, Optional
 
+import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 import fastmi
 
@@ -130,3 +134,27 @@ def assert_results_close(actual: Result, expected: Result, input_dtype: torch.dt
 def oracle(x, y, **options) -> Result:
     """The reference in float64 on the same values."""
     return evaluate(x.double(), y.double(), backend="reference", **options)
+
+
+# ---- several processes ---------------------------------------------------------------------
+
+WORLD = 2
+
+
+def join_group(rank: int, folder: str) -> None:
+    """A worker's first step: join the gloo group of WORLD processes (a FileStore in ``folder``)."""
+    torch.set_num_threads(1)  # two processes on a shared machine
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD)
+
+
+def run_workers(worker, folder, timeout_s: float = 240) -> None:
+    """Runs ``worker(rank, str(folder))`` in WORLD spawned processes; fails the test if one
+    fails or they outlast ``timeout_s`` (a collective that never completes)."""
+    context = mp.spawn(worker, args=(str(folder),), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + timeout_s
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                if process.is_alive():
+                    process.terminate()
+            pytest.fail(f"the {WORLD} gloo processes did not finish in {timeout_s} s")

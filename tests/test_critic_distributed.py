@@ -11,17 +11,13 @@ One spawn of two processes runs every case (the start of a process dominates), a
 parent compares what they saved."""
 
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-import fastmi
-from critic_helpers import ESTIMATORS, assert_close, evaluate, random_pair
+from critic_helpers import ESTIMATORS, WORLD, assert_close, evaluate, join_group, random_pair, run_workers
 
-WORLD = 2
 ROWS = 5          # per rank
 DIM = 4
 F64 = torch.float64
@@ -32,7 +28,6 @@ CASES = [dict(estimator=e) for e in ESTIMATORS] + [
     dict(estimator="smile", clip=0.5, scale=3.0),
 ]
 BACKENDS = ("reference", "tiled")
-TIMEOUT_S = 240
 
 
 def case_id(index):
@@ -43,24 +38,6 @@ def case_id(index):
 def full_batch(index):
     """The concatenated batch of case ``index`` (every process draws the same)."""
     return random_pair(WORLD * ROWS, WORLD * ROWS, DIM, dtype=F64, seed=100 + index)
-
-
-def run_workers(worker, folder, timeout_s=TIMEOUT_S):
-    """Runs ``worker(rank, folder)`` in WORLD spawned processes joined by a gloo group
-    (a FileStore in ``folder``); fails the test if one fails or they outlast ``timeout_s``."""
-    context = mp.spawn(worker, args=(str(folder),), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + timeout_s
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                if process.is_alive():
-                    process.terminate()
-            pytest.fail(f"the {WORLD} gloo processes did not finish in {timeout_s} s")
-
-
-def join_group(rank, folder):
-    torch.set_num_threads(1)  # two processes on a shared machine
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD)
 
 
 def _worker(rank, folder):
