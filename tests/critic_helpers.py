@@ -96,6 +96,12 @@ def split_case(case: dict) -> tuple:
     return rows, cols, options
 
 
+def score_magnitude(options: dict) -> float:
+    """About the largest |S| of a case: random_pair's rows have norms near 1 (or 1 with
+    normalize), so |S| <= scale |x| |y| + |bias| is about scale + |bias|."""
+    return options.get("scale", 1.0) + abs(options.get("bias") or 0.0)
+
+
 def assert_close(actual, expected, name="", floor=0.0, amplify=1.0):
     """``actual`` within the tolerance of its dtype of ``expected``, relative to the
     largest magnitude of ``expected`` or ``floor``, the absolute part ``amplify`` times

@@ -49,7 +49,8 @@ def _float(name: str, value) -> float:
     return float(value)
 
 
-@functools.lru_cache(maxsize=256)
+# typed: True == 1 and hash alike, and a cached symmetric=True must not answer symmetric=1
+@functools.lru_cache(maxsize=256, typed=True)
 def make_problem(estimator="infonce", symmetric=False, normalize=False, clip=5.0, offset=0) -> CriticProblem:
     """Validates the options that do not depend on the tensors and builds the problem."""
     if not isinstance(estimator, str) or estimator not in bounds.ESTIMATORS:
