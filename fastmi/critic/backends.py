@@ -16,6 +16,7 @@ fastmi/runtime/gpu_rule.py on CUDA tensors.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -31,6 +32,7 @@ def available_backends(device="cpu") -> list:
     return REGISTRY.available(device)
 
 
+@functools.lru_cache(maxsize=None)  # eager calls ask on every call; the answer is fixed per process
 def _has_module(name: str) -> bool:
     return importlib.util.find_spec(f"{__package__}.{name}") is not None
 
