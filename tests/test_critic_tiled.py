@@ -179,3 +179,9 @@ def test_no_double_backward():
     loss = fastmi.critic_bound(x, y, backend="tiled").loss
     with pytest.raises(RuntimeError, match="backend 'tiled' has no double backward .* use backend='reference'"):
         torch.autograd.grad(loss, x, create_graph=True)
+    # the same through the registered op (what torch.compile calls)
+    problem = RowProblem(0, bounds.mask_of(["pos_sum", "row_lse_sum"]), bounds.mask_of(["pos_sum", "row_lse_sum"]),
+                         5.0)
+    partials = tiled.ops.forward(x, y, torch.tensor(1.0), None, *problem)[0]
+    with pytest.raises(RuntimeError, match="backend 'tiled' has no double backward"):
+        torch.autograd.grad(partials.sum(), x, create_graph=True)
