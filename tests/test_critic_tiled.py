@@ -11,7 +11,7 @@ import fastmi
 from critic_helpers import (CASES, ESTIMATORS, assert_close, assert_results_close, case_id, evaluate, oracle,
                             random_pair, score_magnitude, split_case)
 from fastmi.critic import bounds, reference, tiled
-from fastmi.critic.problem import RowProblem
+from fastmi.critic.problem import RowProblem, make_problem
 
 DIFFERENTIABLE = [name for name in bounds.PARTIALS if name != "correct"]
 F64 = torch.float64
@@ -171,17 +171,51 @@ def test_non_contiguous_inputs():
     assert_results_close(evaluate(x, y, backend="tiled", **options), oracle(x, y, **options), torch.float32)
 
 
-def test_no_double_backward():
-    x, y = (t.requires_grad_() for t in random_pair(4, 4, 3, seed=7))
-    loss = fastmi.critic_bound(x, y, backend="tiled").loss
-    (grad_x,) = torch.autograd.grad(loss, x, create_graph=False)
-    assert grad_x.shape == x.shape
-    loss = fastmi.critic_bound(x, y, backend="tiled").loss
-    with pytest.raises(RuntimeError, match="backend 'tiled' has no double backward .* use backend='reference'"):
-        torch.autograd.grad(loss, x, create_graph=True)
-    # the same through the registered op (what torch.compile calls)
-    problem = RowProblem(0, bounds.mask_of(["pos_sum", "row_lse_sum"]), bounds.mask_of(["pos_sum", "row_lse_sum"]),
-                         5.0)
-    partials = tiled.ops.forward(x, y, torch.tensor(1.0), None, *problem)[0]
-    with pytest.raises(RuntimeError, match="backend 'tiled' has no double backward"):
-        torch.autograd.grad(partials.sum(), x, create_graph=True)
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_double_backward_takes_the_reference(estimator, monkeypatch):
+    """create_graph=True through the fused op: the backward switches to the reference's
+    composite formulas, so a gradient penalty gets the second derivative. gradgradcheck
+    in float64, on the eager path and on the registered op (torch.compile's)."""
+    monkeypatch.setattr(tiled, "TILE_SCORES", 15)
+    x, y, scale, bias = _leaves(5, 7, 3, 2, True, seed=13)
+
+    def loss(x, y, scale, bias):
+        return fastmi.critic_bound(x, y, estimator=estimator, scale=scale, bias=bias, offset=2, clip=0.8,
+                                   backend="tiled").loss
+
+    torch.autograd.gradgradcheck(loss, (x, y, scale, bias))
+    problem = make_problem(estimator, False, False, 0.8, 2).rows
+
+    def through_the_op(x, y, scale, bias):
+        partials = tiled.ops.forward(x, y, scale, bias, *problem)[0]
+        weights = torch.linspace(0.5, 1.5, len(bounds.PARTIALS), dtype=F64)
+        return (partials * weights)[[bounds.INDEX[n] for n in bounds.PARTIALS
+                                     if problem.differentiate >> bounds.INDEX[n] & 1]].sum()
+
+    torch.autograd.gradgradcheck(through_the_op, (x, y, scale, bias))
+
+
+def test_gradient_penalty_matches_the_reference():
+    """R1-style: the squared norm of dL/dx, differentiated again, equals the reference's."""
+    x, y = random_pair(6, 6, 4, dtype=F64, seed=14)
+    results = []
+    for backend in ("reference", "tiled"):
+        leaves = [x.clone().requires_grad_(), y.clone().requires_grad_()]
+        loss = fastmi.critic_bound(*leaves, estimator="siglip", scale=3.0, bias=-1.0, backend=backend).loss
+        (grad_x,) = torch.autograd.grad(loss, leaves[0], create_graph=True)
+        grad_x.square().sum().backward()
+        results.append([t.grad for t in leaves])
+    for got, want in zip(*results):
+        assert_close(got, want)
+
+
+def test_torch_func_transforms():
+    """Inside torch.func, "auto" runs the reference; a fused backend says it cannot."""
+    x, y = random_pair(5, 5, 3, dtype=F64, seed=15)
+    grad = torch.func.grad(lambda x: fastmi.critic_bound(x, y, estimator="dv", backend="auto").loss)(x)
+    assert_close(grad, evaluate(x, y, estimator="dv").grad_x)
+    batched = torch.func.vmap(lambda x: fastmi.critic_bound(x, y, scale=torch.tensor(2.0, dtype=F64)).loss)(
+        torch.stack([x, 2 * x]))
+    assert_close(batched[1], fastmi.critic_bound(2 * x, y, scale=2.0).loss)
+    with pytest.raises(RuntimeError, match="backend 'tiled' does not support torch.func transforms"):
+        torch.func.grad(lambda x: fastmi.critic_bound(x, y, backend="tiled").loss)(x)

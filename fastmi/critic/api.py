@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from . import bounds
-from .backends import backend_name, partials_fn
+from ..runtime.registry import transforms_active
+from .backends import REGISTRY, backend_name, partials_fn
 from .inputs import check_group, prepare_inputs
 from .outputs import CriticBoundOutput
 from .problem import make_problem
@@ -65,7 +66,9 @@ def critic_bound(
             columns are every rank's y (OpenCLIP's local_loss + gather_with_grad). The
             loss is this rank's, and the mean of the ranks' losses is the loss of the
             concatenated batch (fastmi/critic/distributed.py).
-        backend: ``"auto"``, ``"reference"``, ``"tiled"``, ``"cpu"`` or ``"triton"``.
+        backend: ``"auto"``, ``"reference"``, ``"tiled"``, ``"cpu"`` or ``"triton"``. Inside
+            torch.func transforms (vmap, grad, ...) ``"auto"`` is the reference and a
+            fused backend raises.
 
     Returns:
         :class:`CriticBoundOutput` ``(loss, mi, accuracy, jsd_bound)``: 0-d tensors in
@@ -79,7 +82,10 @@ def critic_bound(
     if group is not None:
         check_group(group)
     inputs = prepare_inputs(x, y, scale, bias, problem, group)
-    partials = partials_fn(backend_name(backend, inputs.x.device.type))
+    name = backend_name(backend, inputs.x.device.type)
+    if not torch.compiler.is_compiling() and transforms_active():
+        name = REGISTRY.under_transforms(backend, name)
+    partials = partials_fn(name)
     if group is None:
         found = partials(inputs.x, inputs.y, inputs.scale, inputs.bias, problem.rows)
         counts = bounds.Counts.single(inputs.x.shape[0], inputs.y.shape[0])

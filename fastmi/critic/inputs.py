@@ -12,8 +12,9 @@ After :func:`prepare_inputs` every backend may assume:
 
 Values are checked where that needs no host sync: a scale or bias tensor must be finite
 (and the scale positive), and with ``normalize`` no row may have norm 0, on CPU tensors
-and outside torch.compile. On CUDA tensors nothing is read back: a non-positive scale
-gives what the formulas give, and a zero row makes the loss NaN (0 / 0).
+and outside torch.compile and torch.func transforms (which cannot read a value). On CUDA
+tensors nothing is read back: a non-positive scale gives what the formulas give, and a
+zero row makes the loss NaN (0 / 0).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from ..runtime.registry import transforms_active
 from .problem import CriticProblem
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -44,6 +46,12 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _shape(t: Tensor) -> tuple:
     return tuple(t.shape)
+
+
+def _can_read_values(t: Tensor) -> bool:
+    """Whether reading a value of ``t`` is free: a CPU tensor, outside torch.compile and
+    torch.func transforms."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling() and not transforms_active()
 
 
 def _embedding(name: str, value) -> Tensor:
@@ -72,7 +80,7 @@ def _scalar(name: str, value, like: Tensor, acc: torch.dtype, positive: bool) ->
         if value.device != like.device:
             raise ValueError(f"critic_bound: {name} is on {value.device} but x is on {like.device}; "
                              f"expected every tensor on one device")
-        if value.device.type == "cpu" and not torch.compiler.is_compiling():  # free on CPU; a sync on a GPU
+        if _can_read_values(value):  # free on CPU; a sync on a GPU
             _checked_value(name, float(value.detach()), positive)
         return value if value.dtype == acc else value.to(acc)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -85,7 +93,7 @@ def _unit_rows(name: str, t: Tensor, acc: torch.dtype) -> Tensor:
     with torch.autocast(t.device.type, enabled=False):
         t = t.to(acc)
         norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
-        if t.device.type == "cpu" and not torch.compiler.is_compiling():
+        if _can_read_values(t):
             zero = norms.squeeze(1) == 0
             if bool(zero.any()):
                 row = int(zero.nonzero()[0, 0])

@@ -34,8 +34,11 @@ other partials are ignored: bounds.finish detaches them; ``correct`` has derivat
 and returns grad_x = s G y, grad_y = s G^T x (in x's and y's dtypes), grad_scale =
 sum G * (x y^T) and grad_bias = sum G (0-d, compute dtype; an empty [0] when bias is None).
 Saved for the backward: the inputs, partials, row_lse and col_lse: O(B + N) beyond the
-inputs. The backward is not differentiable itself: create_graph=True through a fused op
-raises (the reference backend supports double backward).
+inputs. The backward kernels give first-order gradients. When grad mode is on during the
+backward (``create_graph=True``: a gradient penalty differentiates the gradient again),
+the backward computes the gradients with the reference's composite formulas instead
+(:func:`differentiable_grads`), which autograd can differentiate once more; that one
+backward stores the B x N scores, as the reference does.
 
 :func:`define_critic_ops` registers the pair as ``fastmi::critic_<backend>_forward`` /
 ``_backward`` with fake kernels and autograd, so that ``torch.compile(fullgraph=True)``
@@ -79,16 +82,29 @@ def _fake_backward(grad_partials, x, y, scale, bias, *_):
             scale.new_empty(()) if bias is not None else scale.new_empty((0,)))
 
 
-def no_double_backward(backend: str) -> None:
-    """Autograd runs a backward with grad mode on only for create_graph=True."""
-    if torch.is_grad_enabled():
-        raise RuntimeError(f"critic_bound: backend {backend!r} has no double backward (its backward is a fused "
-                           f"kernel); use backend='reference' to differentiate the gradient (create_graph=True)")
-
-
 def _input_grads(bias, grads):
     grad_x, grad_y, grad_scale, grad_bias = grads
     return grad_x, grad_y, grad_scale, (grad_bias if bias is not None else None)
+
+
+def differentiable_grads(grad_partials: Tensor, saved: tuple, problem_args: tuple) -> tuple:
+    """The op's backward in composite PyTorch: the reference's partials, differentiated by
+    autograd with ``create_graph=True`` (the gradients carry a graph for a second
+    derivative). ``saved`` starts with the op's inputs x, y, scale, bias; as the fused
+    backward, it differentiates the partials in ``differentiate`` only."""
+    from .reference import partials as reference_partials
+
+    rows = RowProblem(*problem_args)
+    inputs = saved[:N_INPUTS]
+    with torch.enable_grad():
+        found = reference_partials(*inputs, rows)
+        names = [name for name in PARTIALS if rows.differentiate >> INDEX[name] & 1]
+        wrt = [t for t in inputs if t is not None and t.requires_grad]
+        grads = torch.autograd.grad([getattr(found, name) for name in names], wrt,
+                                    [grad_partials[INDEX[name]] for name in names], create_graph=True,
+                                    allow_unused=True) if wrt else ()
+    by_input = dict(zip(map(id, wrt), grads))
+    return tuple(None if t is None else by_input.get(id(t)) for t in inputs)
 
 
 class CriticOps(NamedTuple):
@@ -121,8 +137,9 @@ def define_critic_ops(backend: str, forward_impl, backward_impl, *, register=tor
         ctx.mark_non_differentiable(row_lse, col_lse)
 
     def backward(ctx, grad_partials, _grad_row_lse, _grad_col_lse):
-        no_double_backward(backend)
         saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative will follow
+            return differentiable_grads(grad_partials, saved, ctx.problem_args) + (None,) * N_PROBLEM_ARGS
         grads = backward_op(grad_partials, *saved, *ctx.problem_args)
         return _input_grads(saved[3], grads) + (None,) * N_PROBLEM_ARGS
 
@@ -142,8 +159,9 @@ def define_critic_ops(backend: str, forward_impl, backward_impl, *, register=tor
         def backward(ctx, grad_partials, _grad_row_lse, _grad_col_lse):
             if grad_partials is None:
                 return None, None, None, None, None
-            no_double_backward(backend)
             saved = ctx.saved_tensors
+            if torch.is_grad_enabled():  # create_graph=True: a second derivative will follow
+                return differentiable_grads(grad_partials, saved, ctx.problem_args) + (None,)
             grads = backward_impl(grad_partials, *saved, *ctx.problem_args)
             return _input_grads(saved[3], grads) + (None,)
 
