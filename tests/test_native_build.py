@@ -279,16 +279,19 @@ def test_the_key_changes_with_the_flags(flag, src):
     assert native_build.key_digest(tiny_key(src)) != native_build.key_digest(tiny_key(src, **{flag: ["-DX"]}))
 
 
-def test_the_emulation_key_covers_the_kernel_source_it_includes(tmp_path):
-    """emulated.cpp #includes infogan_cuda.cu, which is not in the emulation build's
-    source list: an edit to the .cu must still change the key, with no help from the
-    emulation's -DFASTMI_KERNEL_DIGEST flag (the flags are held fixed here)."""
+@pytest.mark.parametrize("kernel_file", ["launch.cu", "forward.cuh"])
+def test_the_emulation_key_covers_the_kernel_files_it_includes(tmp_path, kernel_file):
+    """emulated.cpp #includes launch.cu, which includes the .cuh files; none of them is in
+    the emulation build's source list: an edit to any one must still change the key (the
+    key hashes every file under csrc/)."""
     copy = tmp_path / "csrc"
     shutil.copytree(native_build.SOURCE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
     sources = ["infogan/cuda/binding.cpp", "infogan/cuda/emulated.cpp"]
     flags = ["-O2", "-DFASTMI_CUDA_EMULATION"]
     before = native_build.key_digest(native_build.build_key("emu", sources, cflags=flags, source_dir=copy))
-    with open(copy / "infogan" / "cuda" / "infogan_cuda.cu", "a") as f:
+    edited = copy / "infogan" / "cuda" / kernel_file
+    assert edited.exists()
+    with open(edited, "a") as f:
         f.write("\n// an edit\n")
     after = native_build.key_digest(native_build.build_key("emu", sources, cflags=flags, source_dir=copy))
     assert after != before

@@ -35,8 +35,6 @@ the kernels without a GPU.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 
 from ..runtime.cuda_toolkit import arch_flags, device_reason, find_cuda_home
 from ..runtime.native_build import SOURCE_DIR, build, unavailable_reason
@@ -118,24 +116,14 @@ def emulation_extension():
     global _emulated
     if _emulated is None:
         _emulated = build("fastmi_cuda_emulated", ["infogan/cuda/binding.cpp", "infogan/cuda/emulated.cpp"],
-                          what="the CPU emulation of the CUDA kernels", cflags=emulation_cflags())
+                          what="the CPU emulation of the CUDA kernels", cflags=list(EMULATION_CFLAGS))
     return _emulated
 
 
-def kernel_digest(kernel_dir: Path = KERNEL_DIR) -> str:
-    """A digest of every kernel file (each .cu and .cuh of ``kernel_dir``, by name and content)."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in Path(kernel_dir).iterdir() if p.suffix in (".cu", ".cuh")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def emulation_cflags(kernel_dir: Path = KERNEL_DIR) -> list:
-    """Host-compiler flags of the emulation build. native_build's cache key hashes the
-    listed sources (binding.cpp, emulated.cpp) and every header; emulated.cpp includes
-    launch.cu, which is neither, so a digest of all the kernel files goes into the key
-    through a flag: an edit to any of them rebuilds, whatever native_build counts as a header."""
-    return ["-O2", "-DFASTMI_CUDA_EMULATION", f"-DFASTMI_KERNEL_DIGEST={kernel_digest(kernel_dir)}"]
+# Host-compiler flags of the emulation build. emulated.cpp includes launch.cu and its .cuh
+# files, none of them a listed source: native_build's key hashes every file under csrc/,
+# so an edit to any of them rebuilds.
+EMULATION_CFLAGS = ("-O2", "-DFASTMI_CUDA_EMULATION")
 
 
 ops = define_extension_ops("cuda", lambda: extension())  # looked up per call: tests swap it
