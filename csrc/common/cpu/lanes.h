@@ -11,7 +11,7 @@
 //                           T <-> lane scalar; bfloat16 / float16 through dtypes.h)
 //   load_lanes              lane r <- src[r * stride]: one column of kLanes rows
 //   transpose8              8 vectors of 8 lanes, transposed in registers
-//   hsum                    the lanes' sum, in lane order (deterministic)
+//   hsum, hmax              the lanes' sum / max, in lane order (deterministic)
 #pragma once
 
 #include <cstddef>
@@ -109,6 +109,15 @@ FASTMI_FN typename Lane<V>::S hsum(V v) {  // in lane order: deterministic
   typename Lane<V>::S s = 0;
   for (int64_t r = 0; r < kLanes; ++r) s += v[r];
   return s;
+}
+
+// The lanes' max, folded in lane order with `a > b ? a : b` (a NaN in lane 0 stays, a NaN
+// in a later lane is passed over; either way the sums that follow turn NaN).
+template <typename V>
+FASTMI_FN typename Lane<V>::S hmax(V v) {
+  typename Lane<V>::S m = v[0];
+  for (int64_t r = 1; r < kLanes; ++r) m = v[r] > m ? v[r] : m;
+  return m;
 }
 
 // A stored value as a lane scalar S and back: float / double as they are, bfloat16 and

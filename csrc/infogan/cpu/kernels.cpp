@@ -30,6 +30,7 @@
 
 #include "../../common/cpu/lanes.h"
 #include "../../common/cpu/parallel.h"
+#include "../../common/lse.h"
 
 namespace fastmi {
 namespace infogan {
@@ -97,27 +98,6 @@ typename LaneOf<A>::I index_lanes(const int64_t* idx) {
   return index_lanes<A>(idx, std::make_index_sequence<kLanes>{});
 }
 
-// Softmax denominators, kept as (max, sum of exp(x - max)) so that the forward takes
-// log-sum-exp = max + log(sum) and the backward softmax = exp(x - max) / sum.
-template <typename V>
-struct ExpSum {
-  V mx, s;
-};
-
-// The ExpSum of each lane's K logits x[0..K); when ex is given it receives exp(x - max),
-// so the backward pays one exp per logit. A NaN logit makes s NaN, whatever max did.
-template <typename V>
-FASTMI_FN ExpSum<V> lane_exp_sums(const V* x, int64_t K, V* ex) {
-  V mx = x[0], s{};
-  for (int64_t j = 1; j < K; ++j) mx = Lane<V>::max(x[j], mx);
-  for (int64_t j = 0; j < K; ++j) {
-    const V e = fm_exp_nonpos(x[j] - mx);
-    if (ex != nullptr) ex[j] = e;
-    s += e;
-  }
-  return {mx, s};
-}
-
 // Loads rows [r0, r0 + nr) of the tiled q columns: tile[t] holds column tile_cols[t].
 // When every column is tiled, all kLanes rows are live and W >= 8, the columns come in
 // as windows of 8 (the last window overlaps the one before it instead of leaving a
@@ -158,27 +138,21 @@ FASTMI_FN void store_tile(T* grad_q, int64_t W, const Layout& lay, int64_t r0, i
     for (int64_t r = 0; r < nr; ++r) base[r * W + lay.tile_cols[t]] = from_lane<T>(gtile[t][r]);
 }
 
-// The (max, sum) of one row's K logits, kLanes logits at a time; lanes past K read
-// -inf, whose exp is (next to) 0. When ex is given it receives exp(x - max) for j < K.
+// The log-sum-exp of one row's K logits x[0..K) (csrc/common/lse.h), vectorized along
+// the row: vector c holds x[c * kLanes + r] in lane r, and -inf past K, whose exp is
+// (next to) 0. The max is taken across every lane first, so that lse_from_max's per-lane
+// sums share it and add up to the row's. When ex is given, ex[c] receives vector c's
+// exp(x - max): the softmax numerators, one exp per logit.
 template <typename T, typename A>
-std::pair<A, A> row_exp_sum(const T* x, int64_t K, A* ex) {
+Lse<A> row_lse(const T* x, int64_t K, typename LaneOf<A>::V* ex) {
   using V = typename LaneOf<A>::V;
   const A neg_inf = -std::numeric_limits<A>::infinity();
+  auto vec = [&](int64_t c) { return load_row<V>(x + c * kLanes, std::min(kLanes, K - c * kLanes), neg_inf); };
+  const int64_t vectors = (K + kLanes - 1) / kLanes;
   V vmx = Lane<V>::splat(neg_inf);
-  for (int64_t j0 = 0; j0 < K; j0 += kLanes) {
-    const V v = load_row<V>(x + j0, std::min(kLanes, K - j0), neg_inf);
-    vmx = Lane<V>::max(v, vmx);
-  }
-  A mx = vmx[0];
-  for (int64_t r = 1; r < kLanes; ++r) mx = vmx[r] > mx ? vmx[r] : mx;
-  V vs{};
-  for (int64_t j0 = 0; j0 < K; j0 += kLanes) {
-    const int64_t n = std::min(kLanes, K - j0);
-    const V e = fm_exp_nonpos(load_row<V>(x + j0, n, neg_inf) - mx);
-    vs += e;
-    if (ex != nullptr) store_row(ex + j0, e, n);
-  }
-  return {mx, hsum(vs)};
+  for (int64_t c = 0; c < vectors; ++c) vmx = Lane<V>::max(vec(c), vmx);
+  const A mx = hmax(vmx);
+  return {mx, hsum(lse_from_max(Lane<V>::splat(mx), vectors, vec, ex).s)};
 }
 
 // ---- forward ---------------------------------------------------------------------------
@@ -223,17 +197,17 @@ void forward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay, 
       V e{};
       if (lay.cat_tile[k] >= 0) {
         const V* x = tile + lay.cat_tile[k];
-        const ExpSum<V> es = lane_exp_sums(x, K, static_cast<V*>(nullptr));
+        const Lse<V> lse = lse_of(K, x, static_cast<V*>(nullptr));
         const auto target = index_lanes<A>(idx);
         V picked{};
         auto j_lanes = decltype(target){};   // j in every lane
         for (int64_t j = 0; j < K; ++j, j_lanes += 1) picked = target == j_lanes ? x[j] : picked;
-        e = es.mx + fm_log(es.s) - picked;
+        e = lse_log(lse) - picked;
       } else {
         for (int64_t r = 0; r < nr; ++r) {
           const T* x = b.q + (r0 + r) * W + lay.cat_col[k];
-          const auto [mx, sum] = row_exp_sum<T, A>(x, K, nullptr);
-          e[r] = mx + std::log(sum) - to_lane<A>(x[idx[r]]);
+          const Lse<A> lse = row_lse<T, A>(x, K, nullptr);
+          e[r] = lse.m + std::log(lse.s) - to_lane<A>(x[idx[r]]);
         }
       }
       acc[kCat0 + k] += live ? e : zero;
@@ -305,7 +279,7 @@ namespace {
 template <typename T, typename I, typename A>
 void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay, const GradScales<A>& sc,
                    int64_t lo, int64_t hi, T* grad_real, T* grad_fake, T* grad_q, typename LaneOf<A>::V* tile,
-                   typename LaneOf<A>::V* gtile, A* row_ex) {
+                   typename LaneOf<A>::V* gtile, typename LaneOf<A>::V* row_ex) {
   using V = typename LaneOf<A>::V;
   using L = Lane<V>;
   const int64_t m = p.m(), W = lay.W;
@@ -335,8 +309,8 @@ void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay,
       if (lay.cat_tile[k] >= 0) {
         const V* x = tile + lay.cat_tile[k];
         V* g = gtile + lay.cat_tile[k];
-        const ExpSum<V> es = lane_exp_sums(x, K, g);  // g <- exp(x - max)
-        const V scale = sc.cat / es.s, cat = L::splat(sc.cat), zero{};
+        const Lse<V> lse = lse_of(K, x, g);  // g <- exp(x - max)
+        const V scale = sc.cat / lse.s, cat = L::splat(sc.cat), zero{};
         const auto target = index_lanes<A>(idx);
         auto j_lanes = decltype(target){};   // j in every lane
         for (int64_t j = 0; j < K; ++j, j_lanes += 1)   // scale (softmax - onehot), one fma
@@ -345,10 +319,10 @@ void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay,
         for (int64_t r = 0; r < nr; ++r) {
           const T* x = b.q + (r0 + r) * W + lay.cat_col[k];
           T* gx = grad_q + (r0 + r) * W + lay.cat_col[k];
-          const A rs = A(1) / row_exp_sum<T, A>(x, K, row_ex).second;
-          for (int64_t j0 = 0; j0 < K; j0 += kLanes) {
+          const A rs = A(1) / row_lse<T, A>(x, K, row_ex).s;   // row_ex <- exp(x - max)
+          for (int64_t c = 0, j0 = 0; j0 < K; ++c, j0 += kLanes) {
             const int64_t n = std::min(kLanes, K - j0);
-            V p = load_row<V>(row_ex + j0, n, A(0)) * rs;
+            V p = row_ex[c] * rs;
             if (idx[r] >= j0 && idx[r] < j0 + n) p[idx[r] - j0] -= A(1);   // - onehot, at A precision
             store_row(gx + j0, p * sc.cat, n);
           }
@@ -393,7 +367,7 @@ void backward_kernel(const Batch<T, I, A>& b, const Problem& p, const RunConfig&
   for_each_chunk(chunks, cfg.threads, [&](auto next) {
     const int64_t Wt = std::max<int64_t>(lay.tile_width(), 1);
     Scratch<V> tile(Wt), gtile(Wt);
-    Scratch<A> row_ex(max_k);
+    Scratch<V> row_ex((max_k + kLanes - 1) / kLanes);
     for (int64_t c = next(); c < chunks; c = next())
       backward_rows(b, p, lay, sc, c * per_chunk, std::min(rows, (c + 1) * per_chunk), grad_real, grad_fake,
                     grad_q, tile.data(), gtile.data(), row_ex.data());
