@@ -207,7 +207,7 @@ void forward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay, 
         for (int64_t r = 0; r < nr; ++r) {
           const T* x = b.q + (r0 + r) * W + lay.cat_col[k];
           const Lse<A> lse = row_lse<T, A>(x, K, nullptr);
-          e[r] = lse.m + std::log(lse.s) - to_lane<A>(x[idx[r]]);
+          e[r] = lse_log(lse) - to_lane<A>(x[idx[r]]);
         }
       }
       acc[kCat0 + k] += live ? e : zero;
