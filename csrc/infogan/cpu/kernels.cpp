@@ -10,7 +10,8 @@
 //   column-major tile, so each column op runs over kLanes rows at once: for the small W
 //   of real InfoGAN specs this vectorizes where a row (10 logits, 2 mu, 2 logvar) is too
 //   short to. A categorical code with K > lane_max_k is instead vectorized along its own
-//   row, straight from q.
+//   row, straight from q. Either way its log-sum-exp is csrc/common/lse.h's: lse_of with a
+//   row per lane, lse_from_max for a row spread over the lanes (row_lse).
 // - Determinism. Rows are split into chunks whose size depends only on (B, W); each
 //   chunk sums its rows in a fixed order into its own slot, and the slots are added in
 //   chunk order. The result is bit-identical from run to run and for any thread count.
