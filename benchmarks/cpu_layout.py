@@ -5,7 +5,7 @@ per vector, rows transposed into a column tile) or vectors along each row?
 
 Times the fused CPU kernels alone (forward op + backward op, no autograd) for a spec
 Cat(K) + 2 continuous with each layout forced, and prints the ratio. The kernel's
-``kLaneMaxK`` (csrc/infogan/cpu/infogan_cpu.cpp) is set from this table.
+``kLaneMaxK`` (csrc/infogan/cpu/kernels.h) is set from this table.
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ constexpr double kLog2 = 0.693147180559945309417232121458;
 // ---- lanes ----------------------------------------------------------------------------
 //
 // Every function below is a template over a lane type V: a scalar (float or double, as
-// in the CUDA kernels) or a vector of them (GCC vector extensions, in the CPU kernel).
+// in the CUDA kernels) or a vector of them (GCC vector extensions, in the CPU kernels:
+// csrc/common/cpu/lanes.h).
 // Lane<V> supplies what differs between the two: broadcasting a scalar, conversions,
 // bit casts, max and abs (one instruction each on vectors), and exp/log. Selects are
 // written as `mask ? a : b`, which is a per-lane blend for vectors; comparisons with NaN

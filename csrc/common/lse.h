@@ -9,6 +9,8 @@
 //   lse_merge(a, b)      two partial results (lanes of a warp, CPU chunks)
 //   lse_of(K, x, ex)     K values at hand (registers, a tile, a short row): their max
 //                        first, then the sum of exp(x - max) (ex receives each term)
+//   lse_from_max(m, K, x, ex)   lse_of's sum, for a max m the caller found: one row
+//                        spread over the lanes of several vectors (CPU), m across them
 //   lse_log(l)           m + log(s)
 //
 // NaN: a NaN value fails every comparison and turns s into NaN, so a NaN logit gives a
@@ -60,24 +62,38 @@ FASTMI_FN Lse<V> lse_merge(Lse<V> a, Lse<V> b) {
   return {M, sa + sb};
 }
 
+namespace lse_detail {
+// x(j) of an array or a callable j -> V.
+template <typename V, typename X>
+FASTMI_FN V value_at(X& x, int64_t j) {
+  if constexpr (std::is_invocable_v<X&, int64_t>) return x(j);
+  else return x[j];
+}
+}  // namespace lse_detail
+
+// {m, sum of exp(x(j) - m)} for K values x(j), j < K, whose max m (lane by lane) the
+// caller has: one exp per value; when ex is not null, ex[j] receives exp(x(j) - m). A
+// CPU row read as several vectors takes its max across their lanes first, so that every
+// lane's s is relative to the same m and the lanes' s add up to the row's.
+template <typename V, typename X>
+FASTMI_FN Lse<V> lse_from_max(V m, int64_t K, X&& x, V* ex) {
+  V s = Lane<V>::splat(typename Lane<V>::S(0));
+  for (int64_t j = 0; j < K; ++j) {
+    const V e = fm_exp_nonpos(lse_detail::value_at<V>(x, j) - m);
+    if (ex != nullptr) ex[j] = e;
+    s = s + e;
+  }
+  return {m, s};
+}
+
 // The Lse of K values x(j), j < K, that are cheap to read twice: the max first, then one
 // exp per value. When ex is not null, ex[j] receives exp(x(j) - max) (the backward's
 // softmax numerators). X is an array or a callable j -> V.
 template <typename V, typename X>
 FASTMI_FN Lse<V> lse_of(int64_t K, X&& x, V* ex) {
-  auto at = [&](int64_t j) -> V {
-    if constexpr (std::is_invocable_v<X, int64_t>) return x(j);
-    else return x[j];
-  };
-  V mx = at(0);
-  for (int64_t j = 1; j < K; ++j) mx = Lane<V>::max(at(j), mx);
-  V s = Lane<V>::splat(typename Lane<V>::S(0));
-  for (int64_t j = 0; j < K; ++j) {
-    const V e = fm_exp_nonpos(at(j) - mx);
-    if (ex != nullptr) ex[j] = e;
-    s = s + e;
-  }
-  return {mx, s};
+  V mx = lse_detail::value_at<V>(x, 0);
+  for (int64_t j = 1; j < K; ++j) mx = Lane<V>::max(lse_detail::value_at<V>(x, j), mx);
+  return lse_from_max(mx, K, x, ex);
 }
 
 template <typename V>

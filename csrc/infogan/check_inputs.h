@@ -7,7 +7,7 @@
 // uses ATen; the kernel headers (math.h, cuda/infogan_cuda.h) stay torch-free.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <optional>
 #include <string>
