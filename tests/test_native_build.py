@@ -426,7 +426,7 @@ def test_fastmi_build_reports_the_cache_path_and_key():
         pytest.skip(f"the CPU library does not build here: {cpu_extension.is_available()}")
     folder, key = native_build.loaded("fastmi_cpu")
     assert json.loads((folder / "key.json").read_text()) == key
-    assert key["torch"]["version"] == torch.__version__ and key["files"]["infogan/cpu/infogan_cpu.cpp"]
+    assert key["torch"]["version"] == torch.__version__ and key["files"][cpu_extension.SOURCES[0]]
     done = subprocess.run([sys.executable, "-m", "fastmi.build"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert f"fastmi.build: cache {native_build.cache_root()}" in done.stdout

@@ -4,7 +4,7 @@
 // kernels trust their pointers), allocates the outputs and the forward's workspace from
 // torch's caching allocator (no allocation depends on data, so the calls are capturable
 // in a CUDA graph), and launches on the current stream. Entry points, in the argument
-// order of the CPU extension (csrc/infogan/cpu/infogan_cpu.cpp) and of fastmi/infogan/ops.py:
+// order of the CPU library (csrc/infogan/cpu/binding.cpp) and of fastmi/infogan/ops.py:
 //
 //   forward_op(real, fake, q, categorical, bernoulli, continuous, *problem)
 //       -> [discriminator, generator, info, stats]          (accumulation dtype)
