@@ -120,6 +120,7 @@ else:
 
     import test_contract_vectors as contract
     import test_numerics as numerics
+    import test_trust as trust
     from helpers import check_backend, evaluate, random_case, random_upstream
 
     from fastmi.infogan import triton as triton_backend
@@ -150,6 +151,16 @@ else:
     @pytest.mark.parametrize("where", ["real", "fake", "cat", "bern", "mu", "logvar", "code"])
     def test_nan_inputs_come_out_nan(where):
         numerics.test_nan_inputs_come_out_nan("triton", where)
+
+    @pytest.mark.parametrize("check", [trust.r1_weight_grad, trust.gradgradcheck, trust.unused_inputs_get_no_gradient,
+                                       trust.no_gradient_to_the_codes, trust.infinite_inputs_at_their_limits,
+                                       trust.real_gradient_keeps_its_tail], ids=lambda f: f.__name__)
+    def test_trust(check):
+        """tests/test_trust.py's checks: gradient penalties, unused inputs, codes, infinities."""
+        if check is trust.r1_weight_grad:
+            torch.testing.assert_close(check("triton"), check("reference"), rtol=1e-12, atol=0)
+        else:
+            check("triton")
 
     @pytest.mark.parametrize("spec,options", [
         (numerics.SPEC, {}),

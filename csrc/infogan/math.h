@@ -97,10 +97,13 @@ FASTMI_FN GradScales<A> grad_scales(const LossParams<A>& p, A gD, A gG, A gI, in
   return {gD * rr, p.real_label, gD * rf, gG * rf, g * p.lambda_cat * rf, g * p.lambda_cont * rf};
 }
 
-// d/dr_i = gD (sigmoid(r) - t) / Br
+// d/dr_i = gD (sigmoid(r) - t) / Br, as gD (t (sigmoid(r) - 1) + (1 - t) sigmoid(r)) / Br:
+// sigmoid(r) - t with t = 1 cancels to 0 in float once r > ~17, where the true value is
+// -exp(-r); sigmoid_pair's "- 1" keeps it.
 template <typename V, typename A>
 FASTMI_FN V real_grad(V r, const GradScales<A>& s) {
-  return s.real * (sigmoid_pair(r).p - s.real_label);
+  const SigmoidPair<V> sg = sigmoid_pair(r);
+  return s.real * (s.real_label * sg.p_m1 + (A(1) - s.real_label) * sg.p);
 }
 // d/df_j = gD sigmoid(f) / Bf + gG (sigmoid(f) - 1) / Bf      (non-saturating)
 //        | gD sigmoid(f) / Bf - gG sigmoid(f) / Bf              (minimax)
@@ -129,7 +132,12 @@ FASTMI_FN void finalize_scaled(const A* sums, LogSize log_size, const LossParams
   const A nan = A(NAN);
   A rr = p.sum_reduction ? A(1) : inv.inv_real;
   A rq = p.sum_reduction ? A(1) : inv.inv_q;
-  A d_adv = Br > 0 ? (p.real_label * sums[kRealNeg] + (A(1) - p.real_label) * sums[kRealPos]) * rr : A(0);
+  // a term of weight 0 is left out: 0 * softplus(+inf) would be NaN
+  const A t = p.real_label;
+  const A real = t == A(1)   ? sums[kRealNeg]
+                 : t == A(0) ? sums[kRealPos]
+                             : t * sums[kRealNeg] + (A(1) - t) * sums[kRealPos];
+  A d_adv = Br > 0 ? real * rr : A(0);
   A g_adv = A(0);
   if (Bf > 0) {
     d_adv += sums[kFakePos] * rq;

@@ -14,7 +14,7 @@ import torch
 
 from ..runtime import cpu_extension
 from ..runtime.cpu_extension import extension
-from .ops import define_extension_ops
+from .ops import define_extension_ops, differentiable_grads
 from .outputs import MIStats
 
 
@@ -27,10 +27,14 @@ def is_available():
 
 
 ops = define_extension_ops("cpu", extension)
-
+_double_backward_ready = False
 
 def loss(inputs, problem):
     if torch.compiler.is_compiling():
         return ops.loss(inputs, problem)
+    global _double_backward_ready
+    if not _double_backward_ready:  # the C++ node's backward with create_graph=True calls it
+        extension().set_differentiable_backward(differentiable_grads)
+        _double_backward_ready = True
     d, g, i, jsd, mi_cat, mi_bern, mi_cont = extension().loss(*inputs, *problem.kernel_args())
     return d, g, i, MIStats(jsd, mi_cat, mi_bern, mi_cont)

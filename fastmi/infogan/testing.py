@@ -9,7 +9,9 @@ random upstream grad on each of the three losses.
 Tolerances (:func:`assert_close`), relative to each tensor's own largest magnitude, with
 no floor that would let small values pass whatever they are:
 
-- losses and stats are computed in float32 from 16-bit inputs: float32 tolerances;
+- losses and stats are computed in float32 from 16-bit inputs: float32 tolerances, relative
+  to the magnitude their rounding errors have (:func:`loss_scales`, :func:`stat_scales`:
+  a bound is a difference of O(1) quantities, a categorical NLL the log of a sum >= 1);
 - gradients come back in the input's dtype, rounded once from float32: a few ulps of
   that dtype (2 for bfloat16 and float16), plus the float32 arithmetic's error, relative
   to the tensor's magnitude (a softmax's "- 1" cancels in float32 before the rounding);
@@ -18,6 +20,7 @@ no floor that would let small values pass whatever they are:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -117,25 +120,78 @@ def oracle(case: Case, spec, upstream: tuple, **options) -> Result:
     return evaluate(case64, spec, "reference", tuple(u.to(torch.float64) for u in upstream), **options)
 
 
-def assert_close(got: torch.Tensor, want: torch.Tensor, dtype, what: str) -> None:
+def assert_close(got: torch.Tensor, want: torch.Tensor, dtype, what: str, magnitude: Optional[float] = None) -> None:
     """``got`` within the tolerances of ``dtype`` (module docstring) of ``want``, NaN where
-    ``want`` is NaN."""
+    ``want`` is NaN; the absolute part relative to ``want``'s largest finite magnitude, or to
+    ``magnitude`` when given (a stat: :func:`stat_scales`)."""
     rtol, atol_rel, atol_abs = TOLERANCES[dtype]
     want64 = want.to(torch.float64)
     got64 = got.to(torch.float64)
     assert got64.shape == want64.shape, f"{what}: shape {tuple(got64.shape)} != {tuple(want64.shape)}"
     finite = want64[torch.isfinite(want64)]
-    mag = finite.abs().max().item() if finite.numel() else 0.0
+    mag = magnitude if magnitude is not None else finite.abs().max().item() if finite.numel() else 0.0
     torch.testing.assert_close(got64, want64, rtol=rtol, atol=atol_rel * mag + atol_abs, equal_nan=True,
                                msg=lambda m: f"{what} ({dtype}): {m}")
 
 
-def assert_matches_oracle(result: Result, want: Result, dtype, case: Case) -> None:
-    """Losses and stats to float32 tolerances (float64 for float64 inputs), gradients to
-    their own dtype's."""
+def stat_scales(want: dict, spec: Optional[LatentSpec]) -> dict:
+    """The magnitude each stat's tolerance is relative to: the two sides of the difference
+    it is, H(c) (log 2 for jsd_bound) and the mean term (H - the stat). A bound near 0 is a
+    difference of O(1) quantities whose rounding errors are relative to those, not to the
+    small difference; the stat itself is stored in float32 at H's magnitude."""
+    if spec is None:
+        return {}
+    entropies = {"jsd_bound": math.log(2.0), "mi_categorical": torch.tensor(spec.categorical_entropy),
+                 "mi_bernoulli": spec.bernoulli_entropy, "mi_continuous": spec.continuous_entropy}
+    scales = {}
+    for name, entropy in entropies.items():
+        h = torch.as_tensor(entropy, dtype=torch.float64)
+        value = want[name].double().cpu()
+        finite = torch.isfinite(value)
+        both = (h.abs() + (h - value).abs())[finite]
+        scales[name] = both.max().item() if both.numel() else 0.0
+    return scales
+
+
+def loss_scales(want: dict, spec: Optional[LatentSpec]) -> dict:
+    """The magnitude each loss's tolerance is relative to: its value plus, per categorical
+    code, 1: a categorical NLL is log(sum exp(l - max)) - (l_c - max), the log of a sum of
+    at least 1, so its rounding error is that of numbers near 1 whatever the NLL's size (a
+    confident prediction has an NLL of 1e-4 but the same absolute error as any other)."""
+    if spec is None:
+        return {}
+    return {name: abs(want[name].double().item()) + len(spec.categorical)
+            for name in ("discriminator", "generator", "info") if torch.isfinite(want[name]).item()}
+
+
+def q_grad_scale(want: Result, case: Case, upstream: Optional[tuple], options: dict) -> Optional[float]:
+    """The magnitude the q gradient's tolerance is relative to: its own largest value or,
+    with a categorical code, the factor before the softmax, (|u_gen| + |u_info|) lambda_cat
+    / B: the gradient is that factor times (p - onehot), and p - 1 for a confident p near 1
+    cancels two numbers near 1, so its float32 error is relative to the factor, not to the
+    small difference (a 2-class row with p = 0.9998 has a gradient of 2e-4 times it)."""
+    spec = getattr(case.codes, "spec", None)
+    grad = want.grads.get("q")
+    if grad is None or spec is None or not spec.categorical or upstream is None:
+        return None
+    finite = grad[torch.isfinite(grad)]
+    own = finite.abs().max().item() if finite.numel() else 0.0
+    per_row = 1.0 if options.get("reduction", "mean") == "sum" else 1.0 / case.q.shape[0]
+    factor = (abs(float(upstream[1])) + abs(float(upstream[2]))) * float(options.get("lambda_cat", 1.0)) * per_row
+    return max(own, factor)
+
+
+def assert_matches_oracle(result: Result, want: Result, dtype, case: Case, upstream: Optional[tuple] = None,
+                          options: Optional[dict] = None) -> None:
+    """Losses and stats to float32 tolerances (float64 for float64 inputs; relative to
+    :func:`loss_scales` and :func:`stat_scales`), gradients to their own dtype's (the q
+    gradient relative to :func:`q_grad_scale` when ``upstream`` is given)."""
     output_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    spec = getattr(case.codes, "spec", None)
+    scales = {**stat_scales(want.outputs, spec), **loss_scales(want.outputs, spec)}
+    grad_scales = {"q": q_grad_scale(want, case, upstream, options or {})}
     for name, value in want.outputs.items():
-        assert_close(result.outputs[name], value, output_dtype, f"output {name}")
+        assert_close(result.outputs[name], value, output_dtype, f"output {name}", magnitude=scales.get(name))
     for name, value in want.grads.items():
         got = result.grads[name]
         if value is None:
@@ -144,7 +200,7 @@ def assert_matches_oracle(result: Result, want: Result, dtype, case: Case) -> No
         assert got is not None, f"grad {name} is missing"
         source = {"real_logits": case.real, "fake_logits": case.fake, "q": case.q}[name]
         assert got.dtype == source.dtype, f"grad {name} dtype {got.dtype} != input dtype {source.dtype}"
-        assert_close(got, value, dtype, f"grad {name}")
+        assert_close(got, value, dtype, f"grad {name}", magnitude=grad_scales.get(name))
 
 
 def check_backend(backend: str, spec, batch: int, dtype=torch.float32, seed: int = 0, options=None,
@@ -155,4 +211,4 @@ def check_backend(backend: str, spec, batch: int, dtype=torch.float32, seed: int
     upstream = random_upstream(seed, device=device)
     got = evaluate(case, spec, backend, upstream, **options)
     want = oracle(case, spec, upstream, **options)
-    assert_matches_oracle(got, want, dtype, case)
+    assert_matches_oracle(got, want, dtype, case, upstream, options)

@@ -151,16 +151,19 @@ std::vector<Tensor> run_backward(const OptTensor& gD, const OptTensor& gG, const
                                  const Problem& p) {
   check_call(real, fake, q, cat, bern, cont, p);
   Tensor empty = at::detail::empty_cpu({0}, q.scalar_type());
-  Tensor grad_real = present(real) ? new_grad_output(*real) : empty;
-  Tensor grad_fake = present(fake) ? new_grad_output(*fake) : empty;
+  // A loss with no upstream grad is left out: an input that only such losses use gets no
+  // gradient (an empty [0], autograd's None), never 0 x its local gradient (NaN at a NaN).
+  const bool real_used = present(real) && present(gD), fake_used = present(fake) && (present(gD) || present(gG));
+  Tensor grad_real = real_used ? new_grad_output(*real) : empty;
+  Tensor grad_fake = fake_used ? new_grad_output(*fake) : empty;
   Tensor grad_q = new_grad_output(q);
   const double up_d = upstream_value(gD), up_g = upstream_value(gG), up_i = upstream_value(gI);
   dispatch(q, cat, [&](auto types) {
     using X = decltype(types);
     using scalar_t = typename X::scalar_t;
     backward_kernel(make_batch<X>(real, fake, q, cat, bern, cont), p, run_config(), up_d, up_g, up_i,
-                    present(real) ? data_of<scalar_t>(grad_real) : nullptr,
-                    present(fake) ? data_of<scalar_t>(grad_fake) : nullptr, data_of<scalar_t>(grad_q));
+                    real_used ? data_of<scalar_t>(grad_real) : nullptr,
+                    fake_used ? data_of<scalar_t>(grad_fake) : nullptr, data_of<scalar_t>(grad_q));
   });
   return {grad_real, grad_fake, grad_q};
 }
@@ -169,6 +172,8 @@ void bind_infogan(pybind11::module_& m) {
   m.def("forward_op", &forward_op, "InfoGAN loss: (D, G, I, stats) of one batch");
   m.def("backward_op", &backward_op, "InfoGAN loss: (grad_real, grad_fake, grad_q) of one batch");
   m.def("loss", &loss, "InfoGAN loss: eager forward with a C++ autograd node");
+  m.def("set_differentiable_backward", &set_differentiable_backward,
+        "InfoGAN loss: the Python backward the C++ node calls when grad mode is on (create_graph=True)");
   m.def("set_lane_max_k", [](int64_t k) { g_lane_max_k = k; },
         "InfoGAN loss: categorical codes with K up to this use the row-lane layout, larger ones the in-row one");
 }

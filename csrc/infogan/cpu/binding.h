@@ -14,6 +14,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <pybind11/pybind11.h>
 
 #include <optional>
 #include <vector>
@@ -56,7 +57,10 @@ std::vector<at::Tensor> run_backward(const OptTensor& gD, const OptTensor& gG, c
                                      const OptTensor& cat, const OptTensor& bern, const OptTensor& cont,
                                      const Problem& p);
 
-// The eager path (autograd.cpp).
+// The eager path (autograd.cpp), and the Python function its backward calls when grad
+// mode is on (create_graph=True): fn(grad_d, grad_g, grad_i, (six inputs), (kernel args))
+// -> (grad_real, grad_fake, grad_q, ...), differentiable.
+void set_differentiable_backward(pybind11::object fn);
 std::vector<at::Tensor> loss(const OptTensor& real, const OptTensor& fake, const at::Tensor& q, const OptTensor& cat,
                              const OptTensor& bern, const OptTensor& cont, FASTMI_PROBLEM_ARGS);
 

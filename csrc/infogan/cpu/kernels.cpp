@@ -203,7 +203,7 @@ void forward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay, 
         V picked{};
         auto j_lanes = decltype(target){};   // j in every lane
         for (int64_t j = 0; j < K; ++j, j_lanes += 1) picked = target == j_lanes ? x[j] : picked;
-        e = lse_log(lse) - picked;
+        e = lse_minus(lse, picked);
       } else {
         // Each row's (max, sum) into a lane, then one vector lse_log for the kLanes rows:
         // a scalar log per row cost more than the libm logf it replaced (12% of this pass
@@ -217,7 +217,7 @@ void forward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay, 
           lse.s[r] = row.s;
           picked[r] = to_lane<A>(x[idx[r]]);
         }
-        e = lse_log(lse) - picked;
+        e = lse_minus(lse, picked);
       }
       acc[kCat0 + k] += live ? e : zero;
     }
@@ -293,7 +293,8 @@ void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay,
   using L = Lane<V>;
   const int64_t m = p.m(), W = lay.W;
 
-  const int64_t real_hi = std::min(hi, b.Br);
+  // grad_real / grad_fake are null where no loss with an upstream grad uses them
+  const int64_t real_hi = grad_real != nullptr ? std::min(hi, b.Br) : lo;
   for (int64_t r0 = lo; r0 < real_hi; r0 += kLanes) {
     const int64_t nr = std::min(kLanes, real_hi - r0);
     const V g = real_grad(load_row<V>(b.real + r0, nr, 0), sc);
@@ -306,7 +307,7 @@ void backward_rows(const Batch<T, I, A>& b, const Problem& p, const Layout& lay,
     const int64_t nr = std::min(kLanes, q_hi - r0);
     load_tile(b.q, W, lay, r0, nr, tile);
 
-    if (b.fake != nullptr) {
+    if (grad_fake != nullptr) {
       const V g = fake_grad(load_row<V>(b.fake + r0, nr, 0), sc, p.minimax);
       store_row(grad_fake + r0, g, nr);
     }

@@ -62,7 +62,8 @@ FM_DEV void group_rows_backward(const Group& group, const Args& args, const int*
       const bool valid = c >= 0 && c < K;
       const A inv_sum = A(1) / lse.s;
       for (int j = group.lane; j < K; j += Group::kSize) {
-        const A pj = fm_exp_nonpos(to_acc(x[col + j]) - lse.m) * inv_sum;  // x_j - max <= 0, as in lse.h
+        // x_j - max <= 0, at its limit for +inf logits (sub_max, as in lse.h)
+        const A pj = fm_exp_nonpos(sub_max(to_acc(x[col + j]), lse.m)) * inv_sum;
         const A gj = scales.cat * (j == c ? pj - A(1) : pj);  // "- onehot" before rounding to T
         grad_row[col + j] = from_acc<T>(valid ? gj : nan_of<A>());
       }
@@ -89,12 +90,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSM<typename AccOf<T>::t
                                            args.in.Br, args.in.Bq);
   const int64_t grid_threads = static_cast<int64_t>(gridDim.x) * kThreads;
   const int64_t grid_tid = static_cast<int64_t>(blockIdx.x) * kThreads + tid;
+  // grad_real / grad_fake are null where no loss with an upstream grad uses them
   T* grad_real = static_cast<T*>(args.io.grad_real);
-  grid_stride(static_cast<const T*>(args.in.real), grid_tid, args.in.Br, grid_threads,
-              [&](int64_t i, T r) { grad_real[i] = from_acc<T>(real_grad(to_acc(r), scales)); });
+  if (grad_real != nullptr)
+    grid_stride(static_cast<const T*>(args.in.real), grid_tid, args.in.Br, grid_threads,
+                [&](int64_t i, T r) { grad_real[i] = from_acc<T>(real_grad(to_acc(r), scales)); });
   const T* fake = static_cast<const T*>(args.in.fake);
   T* grad_fake = static_cast<T*>(args.io.grad_fake);
-  if (fake != nullptr) {
+  if (grad_fake != nullptr) {
     const bool minimax = p.minimax != 0;
     grid_stride(fake, grid_tid, args.in.Bq, grid_threads,
                 [&](int64_t j, T f) { grad_fake[j] = from_acc<T>(fake_grad(to_acc(f), scales, minimax)); });

@@ -201,14 +201,17 @@ std::vector<Tensor> backward_op(const OptTensor& grad_d, const OptTensor& grad_g
   const OptTensor up_i = upstream(grad_i, q, "grad_info");
   FastmiPlan plan;
   check_status(fastmi_cuda_plan_backward(&p, &in, &plan), "planning the backward");
-  Tensor grad_real = present(real) ? output(real->sizes(), real->options()) : at::empty({0}, q.options());
-  Tensor grad_fake = present(fake) ? output(fake->sizes(), fake->options()) : at::empty({0}, q.options());
+  // A loss with no upstream grad is left out: an input that only such losses use gets no
+  // gradient (an empty [0], autograd's None), never 0 x its local gradient (NaN at a NaN).
+  const bool real_used = present(real) && up_d, fake_used = present(fake) && (up_d || up_g);
+  Tensor grad_real = real_used ? output(real->sizes(), real->options()) : at::empty({0}, q.options());
+  Tensor grad_fake = fake_used ? output(fake->sizes(), fake->options()) : at::empty({0}, q.options());
   Tensor grad_q = output(q.sizes(), q.options());
   const FastmiBackwardIO io{up_d ? up_d->data_ptr() : nullptr,
                             up_g ? up_g->data_ptr() : nullptr,
                             up_i ? up_i->data_ptr() : nullptr,
-                            present(real) ? grad_real.data_ptr() : nullptr,
-                            present(fake) ? grad_fake.data_ptr() : nullptr,
+                            real_used ? grad_real.data_ptr() : nullptr,
+                            fake_used ? grad_fake.data_ptr() : nullptr,
                             grad_q.data_ptr()};
   check_status(fastmi_cuda_backward(&p, &in, &plan, &io, current_stream()), "the backward launch");
   return {grad_real, grad_fake, grad_q};

@@ -28,11 +28,12 @@ namespace fastmi {
 namespace cuda {
 
 // e = logsumexp - x[c], the categorical term of a code with K classes, from the Lse of its
-// logits; logit(j) reads logit j, only ever for j in [0, K). NaN for c outside [0, K).
+// logits (lse_minus: at the limit for +inf logits); logit(j) reads logit j, only ever for
+// j in [0, K). NaN for c outside [0, K).
 template <typename A, typename Logit>
 FM_DEV A categorical_nll(const Lse<A>& lse, Logit logit, int64_t c, int K) {
   const bool valid = c >= 0 && c < K;
-  return valid ? lse_log(lse) - logit(valid ? c : 0) : nan_of<A>();
+  return valid ? lse_minus(lse, logit(valid ? c : 0)) : nan_of<A>();
 }
 
 // Bernoulli and Gaussian terms of one row, lanes lane, lane + step, ... (step 1: a thread
