@@ -72,14 +72,17 @@ FAST_LAUNCH = _fast_launch_default()
 
 
 def launch(kernel, grid: tuple, args: tuple, constexprs: dict, *, num_warps: int, runners: dict,
-           traced: bool) -> None:
+           traced: bool, num_stages: int = None) -> None:
     """``kernel[grid](*args, **constexprs)``. ``runners`` caches compiled launchers: the
-    caller keeps one dict per (shape, problem), which fixes the grid of each kernel."""
+    caller keeps one dict per (shape, problem), which fixes the grid of each kernel.
+    ``num_stages`` (software-pipelining depth of a kernel's fixed-trip loops) is triton's
+    default when None."""
+    options = dict(num_warps=num_warps) if num_stages is None else dict(num_warps=num_warps, num_stages=num_stages)
     if traced:  # torch.compile: inductor sees the kernel through wrap_triton
-        torch.library.wrap_triton(kernel)[grid](*args, **constexprs, num_warps=num_warps)
+        torch.library.wrap_triton(kernel)[grid](*args, **constexprs, **options)
         return
     if not FAST_LAUNCH or interpreting():
-        kernel[grid](*args, **constexprs, num_warps=num_warps)
+        kernel[grid](*args, **constexprs, **options)
         return
     tensors = [a for a in args if isinstance(a, Tensor)]
     aligned = all(t.data_ptr() % 16 == 0 for t in tensors)
@@ -88,7 +91,7 @@ def launch(kernel, grid: tuple, args: tuple, constexprs: dict, *, num_warps: int
     if runner is not None:
         runner(*args, *constexprs.values())  # constexprs are the kernels' last parameters, in order
         return
-    compiled = kernel[grid](*args, **constexprs, num_warps=num_warps)
+    compiled = kernel[grid](*args, **constexprs, **options)
     if aligned and compiled is not None:
         runners[key] = compiled[grid]
 
