@@ -39,15 +39,15 @@ from typing import NamedTuple
 # ---- tunables -------------------------------------------------------------------------
 # (rows per block, columns per block, d per dot, warps, pipeline stages) by input kind
 FORWARD_TILES = {
-    "16bit": (128, 128, 64, 8, 3),   # bf16 / fp16: tensor cores, fp32 accumulation
-    "fp32": (64, 64, 32, 4, 3),      # fp32 through FP32_PRECISION's three tf32 products
+    "16bit": (128, 64, 64, 8, 3),   # bf16 / fp16: tensor cores, fp32 accumulation
+    "fp32": (64, 64, 32, 8, 3),      # fp32 through FP32_PRECISION's three tf32 products
     "fp64": (32, 32, 16, 4, 2),      # fp64 mma (DMMA on sm_80+)
 }
 # (own rows per block, other rows per block, d per dot of the recompute, d per gradient
 # chunk, warps, stages) by input kind
 BACKWARD_TILES = {
     "16bit": (64, 128, 64, 64, 8, 2),
-    "fp32": (64, 64, 32, 64, 4, 2),
+    "fp32": (64, 64, 32, 64, 8, 2),
     "fp64": (32, 32, 16, 32, 4, 1),
 }
 TARGET_PROGRAMS = 528    # programs to aim for (4 per SM on an H100 / H200)
