@@ -2,7 +2,9 @@
 
 Runs the GPU checks of every op (fastmi/infogan/checks.py: the float64 oracle over specs
 and dtypes, no host sync, determinism, invalid codes, two streams and two CUDA graphs at
-once, CUDA-graph replay, torch.compile), prints a PASS / FAIL / SKIP table and, when
+once, CUDA-graph replay, torch.compile; fastmi/critic/checks.py: the same for
+critic_bound's Triton kernels, every estimator against the float64 oracle, a zero row
+without a sync, and its O(B d) memory), prints a PASS / FAIL / SKIP table and, when
 every check passed, records the pass for this GPU model, driver and torch / triton /
 fastmi versions in fastmi's cache folder: ``backend="auto"`` then uses the fused GPU
 backends on this GPU (fastmi/runtime/validation.py). About a minute on an H200.
@@ -22,15 +24,35 @@ import torch
 from .runtime import validation
 
 
+# the fused GPU backends of each op (the critic's "tiled" runs on CUDA tensors too, but it
+# is the pure-PyTorch specification, not a GPU kernel to validate)
+GPU_BACKENDS = {"infogan": ("triton", "cuda"), "critic": ("triton",)}
+
+
+def _registry(op: str):
+    if op == "infogan":
+        from .infogan.backends import REGISTRY
+    else:
+        from .critic.backends import REGISTRY
+    return REGISTRY
+
+
 def available_gpu_backends() -> list:
-    """The fused backends of the InfoGAN loss that can run on CUDA tensors here."""
-    from .infogan.backends import REGISTRY
-    return [name for name in REGISTRY.names if name != "reference" and REGISTRY.unavailable_reason(name, "cuda") is None]
+    """The fused GPU backends (of any op) that can run on CUDA tensors here."""
+    names = []
+    for op, backends in GPU_BACKENDS.items():
+        names += [b for b in backends if b not in names and _registry(op).unavailable_reason(b, "cuda") is None]
+    return names
 
 
 def all_checks(backends, device="cuda", *, quick=True, full=False) -> list:
+    """Every op's GPU checks of ``backends`` (each op takes those of its fused GPU backends)."""
+    from .critic import checks as critic_checks
     from .infogan import checks as infogan_checks
-    return infogan_checks.checks(backends, device, quick=quick, full=full)
+
+    ours = {op: [b for b in backends if b in names] for op, names in GPU_BACKENDS.items()}
+    return (infogan_checks.checks(ours["infogan"], device, quick=quick, full=full)
+            + critic_checks.checks(ours["critic"], device, quick=quick, full=full))
 
 
 def table(outcomes) -> str:

@@ -114,10 +114,9 @@ class _Plan:
     """Every launch's grid and constexprs for one (shapes, dtype, problem)."""
 
     __slots__ = ("forward", "tiles_grid", "merge_grid", "tiles_constexprs", "merge_constexprs",
-                 "finalize_constexprs", "finalize_blocks", "any_negative", "sides", "scalar_constexprs", "runners")
+                 "finalize_constexprs", "finalize_blocks", "sides", "scalar_constexprs", "runners")
 
-    def __init__(self, n_rows: int, n_cols: int, dim: int, dtype: torch.dtype, has_bias: bool, compute: int,
-                 differentiate: int):
+    def __init__(self, n_rows: int, n_cols: int, dim: int, dtype: torch.dtype, compute: int, differentiate: int):
         name = str(dtype).split(".")[1]
         kind = config.kind(name)
         fp64 = kind == "fp64"
@@ -128,22 +127,19 @@ class _Plan:
         self.tiles_grid = (layout.row_groups, layout.col_groups)
         self.merge_grid = (layout.row_chunks + layout.col_chunks,)
         row_max = want["row_lse_sum"] or want["correct"]
-        self.any_negative = want["neg_lse"] or want["neg_softplus"] or want["neg_lse_clip"]
         self.tiles_constexprs = dict(
             DIM=dim, BLOCK_M=layout.bm, BLOCK_N=layout.bn, BLOCK_K=layout.bk, FP64=fp64, PRECISION=precision,
-            HAS_BIAS=has_bias, ROW_MAX=row_max, ROW_LSE=want["row_lse_sum"], COL_LSE=want["col_lse_sum"],
+            ROW_MAX=row_max, ROW_LSE=want["row_lse_sum"], COL_LSE=want["col_lse_sum"],
             ARGMAX=want["correct"], POS=want["pos_sum"] or want["pos_softplus"], NEG_LSE_ON=want["neg_lse"],
             NEG_SP_ON=want["neg_softplus"], CLIP_ON=want["neg_lse_clip"])
         self.merge_constexprs = dict(
             BLOCK=config.BLOCK_REDUCE, FP64=fp64, ROW_MAX=row_max, ROW_LSE=want["row_lse_sum"],
             KEEP_ROW=keep["row_lse_sum"], ARGMAX=want["correct"], POS_SUM_ON=want["pos_sum"],
-            POS_SP_ON=want["pos_softplus"], COL_LSE=want["col_lse_sum"], KEEP_COL=keep["col_lse_sum"])
-        self.finalize_constexprs = dict(
-            BLOCK_PARTIALS=config.BLOCK_PARTIALS, NEG_LSE_ON=want["neg_lse"], NEG_SP_ON=want["neg_softplus"],
-            CLIP_ON=want["neg_lse_clip"], ANY_NEG=self.any_negative)
-        programs = layout.row_groups * layout.col_groups
-        self.finalize_blocks = (config.cdiv(self.merge_grid[0], config.BLOCK_PARTIALS),
-                                config.cdiv(programs, config.BLOCK_PARTIALS))
+            POS_SP_ON=want["pos_softplus"], NEG_LSE_ON=want["neg_lse"], NEG_SP_ON=want["neg_softplus"],
+            CLIP_ON=want["neg_lse_clip"], COL_LSE=want["col_lse_sum"], KEEP_COL=keep["col_lse_sum"])
+        self.finalize_constexprs = dict(BLOCK_PARTIALS=config.BLOCK_PARTIALS, NEG_LSE_ON=want["neg_lse"],
+                                        CLIP_ON=want["neg_lse_clip"])
+        self.finalize_blocks = config.cdiv(self.merge_grid[0], config.BLOCK_PARTIALS)
         grads = dict(G_POS_SUM=keep["pos_sum"], G_ROW=keep["row_lse_sum"], G_COL=keep["col_lse_sum"],
                      G_NEG_LSE=keep["neg_lse"], G_POS_SP=keep["pos_softplus"], G_NEG_SP=keep["neg_softplus"],
                      G_CLIP=keep["neg_lse_clip"])
@@ -152,11 +148,11 @@ class _Plan:
             side = config.backward_layout(n_own, n_other, dim, name)
             constexprs = dict(DIM=dim, BLOCK_O=side.bo, BLOCK_T=side.bt, BLOCK_K=side.bk, BLOCK_D=side.bd,
                               FP64=fp64, HALF=kind == "16bit", RESCALE=dtype == torch.float16, PRECISION=precision,
-                              HAS_BIAS=has_bias, OWN_IS_X=own_is_x, **grads)
+                              OWN_IS_X=own_is_x, **grads)
             split_grid = (config.cdiv(n_own, config.SPLIT_ROWS), config.cdiv(dim, config.SPLIT_COLS))
             split_constexprs = dict(DIM=dim, BLOCK_R=config.SPLIT_ROWS, BLOCK_C=config.SPLIT_COLS, FP64=fp64)
             self.sides.append((own_is_x, side, constexprs, split_grid, split_constexprs))
-        self.scalar_constexprs = dict(BLOCK=config.BLOCK_PARTIALS, HAS_BIAS=has_bias)
+        self.scalar_constexprs = dict(BLOCK=config.BLOCK_PARTIALS)
         self.runners = {}  # triton_launch.launch's cache of compiled launchers for this plan
 
 
@@ -164,18 +160,16 @@ _plans: dict = {}
 _MAX_PLANS = 4096
 
 
-def _plan(x: Tensor, y: Tensor, has_bias: bool, offset: int, compute: int, differentiate: int) -> _Plan:
+def _plan(x: Tensor, y: Tensor, offset: int, compute: int, differentiate: int) -> _Plan:
     # int(): under torch.compile with dynamic shapes this specializes on the sizes, which
-    # the layouts (block sizes, grids) and the constexpr d depend on. The offset is in the
-    # key because triton specializes an int argument's value 1 and divisibility by 16,
-    # which a cached runner must not be called across.
+    # the layouts (block sizes, grids) and the constexpr d depend on.
     n_rows, n_cols, dim = int(x.shape[0]), int(y.shape[0]), int(x.shape[1])
-    key = (n_rows, n_cols, dim, x.dtype, has_bias, int(offset), int(compute), int(differentiate))
+    key = (n_rows, n_cols, dim, x.dtype, int(offset), int(compute), int(differentiate))
     plan = _plans.get(key)
     if plan is None:
         if len(_plans) >= _MAX_PLANS:  # e.g. a sweep over many batch sizes
             _plans.clear()
-        plan = _plans[key] = _Plan(n_rows, n_cols, dim, x.dtype, has_bias, compute, differentiate)
+        plan = _plans[key] = _Plan(n_rows, n_cols, dim, x.dtype, compute, differentiate)
     return plan
 
 
@@ -189,7 +183,7 @@ def forward(x: Tensor, y: Tensor, scale: Tensor, bias: Optional[Tensor], offset:
             differentiate: int, clip: float) -> tuple[Tensor, Tensor, Tensor]:
     """``(partials [8], row_lse, col_lse)`` of ops.py in three launches (module docstring)."""
     n_rows, n_cols = int(x.shape[0]), int(y.shape[0])
-    plan = _plan(x, y, bias is not None, offset, compute, differentiate)
+    plan = _plan(x, y, offset, compute, differentiate)
     layout = plan.forward
     acc = _acc(x.dtype)
     row_shape, col_shape = lse_shapes(n_rows, n_cols, differentiate)
@@ -197,38 +191,27 @@ def forward(x: Tensor, y: Tensor, scale: Tensor, bias: Optional[Tensor], offset:
     row_lse = new_output(x.new_empty(row_shape, dtype=acc))
     col_lse = new_output(x.new_empty(col_shape, dtype=acc))
     tiles, merges = plan.tiles_constexprs, plan.merge_constexprs
-
-    def work(shape, dtype, used):
-        # the call's own workspaces (NaN-filled while tests poison outputs, so that an
-        # element a program forgets to write fails a comparison); a [0] stand-in when unused
-        return new_output(x.new_empty(shape, dtype=dtype)) if used else partials
-
-    row_max = work((layout.col_groups, n_rows), acc, tiles["ROW_MAX"])
-    row_sum = work((layout.col_groups, n_rows), acc, tiles["ROW_LSE"])
-    row_arg = x.new_empty((layout.col_groups, n_rows), dtype=torch.int32) if tiles["ARGMAX"] else partials
-    col_max = work((layout.row_groups, n_cols), acc, tiles["COL_LSE"])
-    col_sum = work((layout.row_groups, n_cols), acc, tiles["COL_LSE"])
-    pos = work((n_rows,), acc, tiles["POS"])
-    n_tiles = layout.row_groups * layout.col_groups
-    tile_sums = work((n_tiles, config.TILE_SUMS), torch.float64, plan.any_negative)
-    merge_sums = work((plan.merge_grid[0], config.N_PARTIALS), torch.float64, True)
+    # the call's own workspaces (NaN-filled while tests poison outputs, so that an element
+    # a program forgets to write fails a comparison)
+    row_stats = new_output(x.new_empty((config.ROW_STATS, layout.col_groups, n_rows), dtype=acc))
+    row_arg = x.new_empty((layout.col_groups, n_rows) if tiles["ARGMAX"] else (0,), dtype=torch.int32)
+    col_stats = new_output(x.new_empty((2, layout.row_groups, n_cols) if tiles["COL_LSE"] else (0,), dtype=acc))
+    pos = new_output(x.new_empty((n_rows,) if tiles["POS"] else (0,), dtype=acc))
+    merge_sums = new_output(x.new_empty((plan.merge_grid[0], config.MERGE_SUMS), dtype=torch.float64))
     clip_hi, clip_lo = split_float(float(clip))
     bias_arg = scale if bias is None else bias
     traced = tracing(x)
     with DeviceGuard(x):
         launch_kernel(critic_tiles_kernel, plan.tiles_grid,
-                      (x, y, scale, bias_arg, row_max, row_sum, row_arg, col_max, col_sum, pos, tile_sums,
-                       n_rows, n_cols, offset, clip_hi, clip_lo, layout.row_blocks_per_program,
-                       layout.col_blocks_per_group),
+                      (x, y, scale, bias_arg, row_stats, row_arg, col_stats, pos, n_rows, n_cols, offset, clip_hi,
+                       clip_lo, int(bias is not None), layout.row_blocks_per_program, layout.col_blocks_per_group),
                       tiles, num_warps=layout.num_warps, num_stages=layout.num_stages, runners=plan.runners,
                       traced=traced)
         launch_kernel(critic_merge_kernel, plan.merge_grid,
-                      (row_max, row_sum, row_arg, col_max, col_sum, pos,
-                       row_lse if merges["KEEP_ROW"] else partials, col_lse if merges["KEEP_COL"] else partials,
-                       merge_sums, n_rows, n_cols, offset, layout.col_groups, layout.row_groups, layout.row_chunks),
+                      (row_stats, row_arg, col_stats, pos, row_lse, col_lse, merge_sums, n_rows, n_cols, offset,
+                       layout.col_groups, layout.row_groups, layout.row_chunks),
                       merges, num_warps=config.REDUCE_WARPS, runners=plan.runners, traced=traced)
-        launch_kernel(critic_finalize_kernel, (1,),
-                      (merge_sums, tile_sums, partials, plan.merge_grid[0], n_tiles, *plan.finalize_blocks),
+        launch_kernel(critic_finalize_kernel, (1,), (merge_sums, partials, plan.merge_grid[0], plan.finalize_blocks),
                       plan.finalize_constexprs, num_warps=config.REDUCE_WARPS, runners=plan.runners, traced=traced)
     return partials, row_lse, col_lse
 
@@ -237,7 +220,7 @@ def backward(grad_partials: Tensor, x: Tensor, y: Tensor, scale: Tensor, bias: O
              row_lse: Tensor, col_lse: Tensor, offset: int, compute: int, differentiate: int,
              clip: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(grad_x, grad_y, grad_scale, grad_bias)`` of ops.py (module docstring)."""
-    plan = _plan(x, y, bias is not None, offset, compute, differentiate)
+    plan = _plan(x, y, offset, compute, differentiate)
     acc = _acc(x.dtype)
     grad_x = new_output(torch.empty_like(x))
     grad_y = new_output(torch.empty_like(y))
@@ -254,13 +237,12 @@ def backward(grad_partials: Tensor, x: Tensor, y: Tensor, scale: Tensor, bias: O
             # float32 (float64) accumulators, one slot per program: bounded by
             # TARGET_PROGRAMS x block x d whatever the batch (kernels/critic/config.py)
             work = new_output(x.new_empty((side.other_groups, side.workspace_rows(), own.shape[1]), dtype=acc))
-            if own_is_x:
-                sums = new_output(x.new_empty((side.programs * side.other_groups, config.GRAD_SUMS),
-                                              dtype=torch.float64))
+            if own_is_x:  # per-row sums of G * dots and G, added by the scalar kernel
+                sums = new_output(x.new_empty((config.GRAD_SUMS, side.other_groups, own.shape[0]), dtype=acc))
             launch_kernel(critic_grad_kernel, (side.programs, side.other_groups),
                           (own, other, scale, bias_arg, upstream, partials, row_lse, col_lse, work, grad,
                            sums if own_is_x else work, own.shape[0], other.shape[0], offset, clip_hi, clip_lo,
-                           side.own_blocks_per_program, side.other_blocks_per_group),
+                           int(bias is not None), side.own_blocks_per_program, side.other_blocks_per_group),
                           constexprs, num_warps=side.num_warps, num_stages=side.num_stages, runners=plan.runners,
                           traced=traced)
             if side.split:
@@ -268,11 +250,10 @@ def backward(grad_partials: Tensor, x: Tensor, y: Tensor, scale: Tensor, bias: O
                               (work, scale, grad, own.shape[0], side.other_groups, side.workspace_rows()),
                               split_constexprs, num_warps=config.REDUCE_WARPS, runners=plan.runners, traced=traced)
             del work  # freed (stream-ordered) before the other side's workspace is allocated
-        x_side = plan.sides[0][1]
-        n_sums = x_side.programs * x_side.other_groups
+        n_sums = plan.sides[0][1].other_groups * x.shape[0]
         launch_kernel(critic_scalar_grads_kernel, (1,),
                       (sums, grad_scale, grad_bias if bias is not None else grad_scale, n_sums,
-                       config.cdiv(n_sums, config.BLOCK_PARTIALS)),
+                       config.cdiv(n_sums, config.BLOCK_PARTIALS), int(bias is not None)),
                       plan.scalar_constexprs, num_warps=config.REDUCE_WARPS, runners=plan.runners, traced=traced)
     return grad_x, grad_y, grad_scale, grad_bias
 

@@ -21,7 +21,7 @@ rounded once to that dtype (as FlashAttention rounds dS), a relative error of 2^
 largest |G| and the product multiplied back, both exact. float32 inputs use
 FP32_PRECISION's products and float64 the float64 ones.
 
-``critic_scalar_grads_kernel`` adds the OWN_IS_X programs' float64 sums in program order.
+``critic_scalar_grads_kernel`` adds the OWN_IS_X pass's per-row sums in row order, in float64.
 """
 
 import triton
@@ -61,24 +61,25 @@ def _lse_at(ptr, idx, ok, ON: tl.constexpr, FP64: tl.constexpr):
         return to_acc(tl.zeros(idx.shape, tl.float32), FP64)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['n_own', 'n_other', 'offset', 'has_bias', 'own_blocks_per_program',
+                               'other_blocks_per_group'])
 def critic_grad_kernel(
     own_ptr, other_ptr, scale_ptr, bias_ptr,            # inputs: own rows (x or y), the other side
     upstream_ptr, partials_ptr, row_lse_ptr, col_lse_ptr,  # grad of the partials [8]; saved by the forward
     work_ptr,                                            # float32 / float64 [groups, programs x BLOCK_O, DIM]
     grad_ptr,                                            # grad of own (written unless split)
-    sums_ptr,                                            # float64 [programs x groups, GRAD_SUMS] (OWN_IS_X)
-    n_own, n_other, offset, clip, clip_lo, own_blocks_per_program, other_blocks_per_group,
+    sums_ptr,                                            # float32 [GRAD_SUMS, groups, n_own] (OWN_IS_X)
+    n_own, n_other, offset, clip, clip_lo, has_bias, own_blocks_per_program, other_blocks_per_group,
     DIM: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr, FP64: tl.constexpr, HALF: tl.constexpr, RESCALE: tl.constexpr,
-    PRECISION: tl.constexpr, HAS_BIAS: tl.constexpr, OWN_IS_X: tl.constexpr,
+    PRECISION: tl.constexpr, OWN_IS_X: tl.constexpr,
     G_POS_SUM: tl.constexpr, G_ROW: tl.constexpr, G_COL: tl.constexpr, G_NEG_LSE: tl.constexpr,
     G_POS_SP: tl.constexpr, G_NEG_SP: tl.constexpr, G_CLIP: tl.constexpr,
 ):
     pid = tl.program_id(0)
     group = tl.program_id(1)
     programs = tl.num_programs(0)
-    scale, bias = load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS, FP64)
+    scale, bias = load_scale_bias(scale_ptr, bias_ptr, has_bias, FP64)
     tau = scalar_arg(clip, clip_lo, FP64)
     g_pos_sum = _read(upstream_ptr, POS_SUM, G_POS_SUM, FP64)
     g_row = _read(upstream_ptr, ROW_LSE_SUM, G_ROW, FP64)
@@ -99,8 +100,6 @@ def critic_grad_kernel(
     # loop writes s * accumulator as the gradient itself
     split = tl.num_programs(1) > 1
     unsplit = tl.num_programs(1) == 1
-    sum_gd = tl.zeros([], tl.float64)
-    sum_g = tl.zeros([], tl.float64)
 
     # while, not range(): see forward.py
     it = 0
@@ -161,17 +160,16 @@ def critic_grad_kernel(
                          mask=here & unsplit & (tb == t_hi - 1))
             tl.debug_barrier()  # the next block's loads of the slot see every thread's stores
             tb += 1
-        if OWN_IS_X:
-            sum_gd += tl.sum(block_gd, axis=0).to(tl.float64)
-            sum_g += tl.sum(block_g, axis=0).to(tl.float64)
+        if OWN_IS_X:  # per row, added in float64 by critic_scalar_grads_kernel (a float64
+            # scalar carried through these loops made ptxas spill)
+            at = sums_ptr + group.to(tl.int64) * n_own + own
+            stride = tl.num_programs(1).to(tl.int64) * n_own
+            tl.store(at + GRAD_SCALE_SUM * stride, block_gd, mask=own_ok)
+            tl.store(at + GRAD_BIAS_SUM * stride, block_g, mask=own_ok)
         it += 1
-    if OWN_IS_X:
-        at = sums_ptr + (group * programs + pid) * GRAD_SUMS
-        tl.store(at + GRAD_SCALE_SUM, sum_gd)
-        tl.store(at + GRAD_BIAS_SUM, sum_g)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['n_own', 'groups', 'group_rows'])
 def critic_split_sum_kernel(
     work_ptr, scale_ptr, grad_ptr,              # [groups, group_rows, DIM] accumulators in; the gradient out
     n_own, groups, group_rows,
@@ -192,23 +190,22 @@ def critic_split_sum_kernel(
     tl.store(grad_ptr + at, (acc * scale).to(grad_ptr.dtype.element_ty), mask=here)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['n_sums', 'blocks', 'has_bias'])
 def critic_scalar_grads_kernel(
-    sums_ptr, grad_scale_ptr, grad_bias_ptr,    # float64 [n_sums, GRAD_SUMS] in; 0-d outputs
-    n_sums, blocks,
-    BLOCK: tl.constexpr, HAS_BIAS: tl.constexpr,
+    sums_ptr, grad_scale_ptr, grad_bias_ptr,    # [GRAD_SUMS, n_sums] per-row sums in; 0-d outputs
+    n_sums, blocks, has_bias,                   # grad_bias is written when has_bias != 0
+    BLOCK: tl.constexpr,
 ):
-    """One program: grad_scale = sum of the programs' sum G * dots, grad_bias = sum of their
-    sum G, each added in program order in float64."""
+    """One program: grad_scale = the sum of the dx pass's per-row sum_j G * dots, grad_bias
+    = that of its sum_j G, each added in row order in float64."""
     gd = tl.zeros([], tl.float64)
     g = tl.zeros([], tl.float64)
     blk = 0
     while blk < blocks:
-        prog = blk * BLOCK + tl.arange(0, BLOCK)
-        ok = prog < n_sums
-        gd += tl.sum(tl.load(sums_ptr + prog * GRAD_SUMS + GRAD_SCALE_SUM, mask=ok, other=0.0), axis=0)
-        g += tl.sum(tl.load(sums_ptr + prog * GRAD_SUMS + GRAD_BIAS_SUM, mask=ok, other=0.0), axis=0)
+        at = blk * BLOCK + tl.arange(0, BLOCK)
+        ok = at < n_sums
+        gd += tl.sum(tl.load(sums_ptr + GRAD_SCALE_SUM * n_sums + at, mask=ok, other=0.0).to(tl.float64), axis=0)
+        g += tl.sum(tl.load(sums_ptr + GRAD_BIAS_SUM * n_sums + at, mask=ok, other=0.0).to(tl.float64), axis=0)
         blk += 1
     tl.store(grad_scale_ptr, gd.to(grad_scale_ptr.dtype.element_ty))
-    if HAS_BIAS:
-        tl.store(grad_bias_ptr, g.to(grad_bias_ptr.dtype.element_ty))
+    tl.store(grad_bias_ptr, g.to(grad_bias_ptr.dtype.element_ty), mask=has_bias != 0)

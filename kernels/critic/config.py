@@ -16,8 +16,8 @@ blocks of ``bn``, d in chunks of ``bk`` (the reduction dimension of each ``tl.do
   row groups are capped at ``SYM_ROW_GROUPS``: each keeps a [N] slice of per-column
   statistics, so the workspace is row_groups x N, O(N), not (B / bm) x N.
 - a merge launch: ``row_chunks`` programs over ``BLOCK_REDUCE`` rows (and ``col_chunks``
-  over columns) combine the groups' per-row (per-column) statistics;
-- a one-program finalize that adds everything in program order.
+  over columns) combine the groups' per-row (per-column) statistics into float64 sums;
+- a one-program finalize that adds those in program order.
 
 Backward (backward.py), once with x's rows as the "own" side (dx) and once with y's
 (dy): ``programs`` programs stride over the own blocks of ``bo`` rows, each against
@@ -25,6 +25,11 @@ Backward (backward.py), once with x's rows as the "own" side (dx) and once with 
 own blocks cannot fill TARGET_PROGRAMS); the gradient of an own block is accumulated in
 float32, ``bd`` columns of d at a time, in the program's own slot of a workspace of
 programs x other_groups x bo x d floats (bounded by TARGET_PROGRAMS x bo x d, whatever B).
+
+The kernels' integer arguments (sizes, offset, trip counts) are not specialized
+(``do_not_specialize``): they only bound loops and masks, so a compiled kernel depends on
+the constexprs and the pointers' dtypes alone, one compile serves every batch size of a
+layout, and tests/test_critic_triton_aot.py can name each specialization the tests use.
 
 Tuning: change the constants below (fastmi/critic/triton.py caches plans per shape, so set
 them before the first call, or clear ``fastmi.critic.triton._plans``).
@@ -47,12 +52,14 @@ FORWARD_TILES = {
 # chunk, warps, stages) by input kind
 BACKWARD_TILES = {
     "16bit": (64, 128, 64, 64, 8, 2),
-    "fp32": (64, 64, 32, 64, 8, 2),
+    "fp32": (64, 32, 32, 32, 4, 2),      # three tf32 products need room: 64 x 64 tiles, 8 warps or
+                                         # 64-wide gradient chunks spilled 4 to 16 B (255 registers)
     "fp64": (32, 32, 16, 32, 4, 1),
 }
 TARGET_PROGRAMS = 528    # programs to aim for (4 per SM on an H100 / H200)
 SYM_ROW_GROUPS = 32      # the most row groups when per-column LSEs are kept (workspace x N)
-BLOCK_REDUCE = 1024      # rows (columns) per program of the forward's statistics merge
+BLOCK_REDUCE = 512       # rows (columns) per program of the forward's statistics merge (1024
+                         # spilled 8 B with argmax, neg_lse and neg_softplus on 4 warps)
 BLOCK_PARTIALS = 64      # partial-sum rows the finalize programs add per step
 SPLIT_ROWS = 32          # rows x SPLIT_COLS elements per program of the backward's split sum
 SPLIT_COLS = 128
@@ -65,10 +72,13 @@ REDUCE_WARPS = 4
 # fastmi/critic/bounds.py PARTIALS order (tests/test_critic_triton_aot.py checks it)
 POS_SUM, ROW_LSE_SUM, COL_LSE_SUM, NEG_LSE, POS_SOFTPLUS, NEG_SOFTPLUS, NEG_LSE_CLIP, CORRECT = range(8)
 N_PARTIALS = 8
-# a forward program's partial statistics of its negatives (float64 [programs, TILE_SUMS])
-TILE_NEG_MAX, TILE_NEG_SUM, TILE_NEG_SOFTPLUS, TILE_CLIP_MAX, TILE_CLIP_SUM = range(5)
-TILE_SUMS = 8
-# a backward program's partial sums (float64 [programs, 2]): sum G * (x y^T), sum G
+# the forward's per-row statistics: slots of its [ROW_STATS, col_groups, B] workspace
+ROW_MAX_AT, ROW_SUM_AT, NEG_MAX_AT, NEG_SUM_AT, NEG_SP_AT, CLIP_MAX_AT, CLIP_SUM_AT = range(7)
+ROW_STATS = 7
+# a merge program's float64 sums [MERGE_SUMS]: the partials' slots, then two (max, sum) pairs
+MERGE_NEG_MAX, MERGE_NEG_SUM, MERGE_CLIP_MAX, MERGE_CLIP_SUM = range(N_PARTIALS, N_PARTIALS + 4)
+MERGE_SUMS = 16
+# the dx pass's per-row sums (float32 [2, other_groups, B]): sum_j G * (x y^T), sum_j G
 GRAD_SCALE_SUM, GRAD_BIAS_SUM = range(2)
 GRAD_SUMS = 2
 

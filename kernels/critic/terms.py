@@ -19,7 +19,7 @@ cannot turn a negative's gradient into inf * 0 = NaN (as fastmi/critic/tiled.py)
 import triton
 import triton.language as tl
 
-from ..common.numerics import sigmoid_pair
+from ..common.numerics import sigmoid_pair, to_acc
 
 
 @triton.jit
@@ -48,20 +48,12 @@ def dot_tile(a_ptr, b_ptr, a_idx, b_idx, a_ok, b_ok, DIM: tl.constexpr, BLOCK_A:
 
 
 @triton.jit
-def load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS: tl.constexpr, FP64: tl.constexpr):
-    """(scale, bias) from their 0-d device tensors (no host read), bias 0 when absent."""
-    if FP64:
-        scale = tl.load(scale_ptr).to(tl.float64)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr).to(tl.float64)
-        else:
-            bias = tl.zeros([], tl.float64)
-    else:
-        scale = tl.load(scale_ptr).to(tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr).to(tl.float32)
-        else:
-            bias = tl.zeros([], tl.float32)
+def load_scale_bias(scale_ptr, bias_ptr, has_bias, FP64: tl.constexpr):
+    """(scale, bias) from their 0-d device tensors (no host read); bias is 0 when
+    ``has_bias`` is 0, and bias_ptr then points at the scale (selected away, never used).
+    A runtime flag, not a constexpr: a bias costs one scalar load, not a second compile."""
+    scale = to_acc(tl.load(scale_ptr), FP64)
+    bias = tl.where(has_bias != 0, to_acc(tl.load(bias_ptr), FP64), 0.0)
     return scale, bias
 
 
