@@ -45,14 +45,18 @@ def available_gpu_backends() -> list:
     return names
 
 
-def all_checks(backends, device="cuda", *, quick=True, full=False) -> list:
-    """Every op's GPU checks of ``backends`` (each op takes those of its fused GPU backends)."""
+def all_checks(backends, device="cuda", *, quick=True, full=False, ops=tuple(GPU_BACKENDS)) -> list:
+    """The GPU checks of ``ops`` for ``backends`` (each op takes those of its fused GPU
+    backends)."""
     from .critic import checks as critic_checks
     from .infogan import checks as infogan_checks
 
-    ours = {op: [b for b in backends if b in names] for op, names in GPU_BACKENDS.items()}
-    return (infogan_checks.checks(ours["infogan"], device, quick=quick, full=full)
-            + critic_checks.checks(ours["critic"], device, quick=quick, full=full))
+    modules = {"infogan": infogan_checks, "critic": critic_checks}
+    out = []
+    for op in ops:
+        ours = [b for b in backends if b in GPU_BACKENDS[op]]
+        out += modules[op].checks(ours, device, quick=quick, full=full)
+    return out
 
 
 def table(outcomes) -> str:
@@ -75,6 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="also B x W > 2^31 elements (needs ~20 GB of GPU memory)")
     parser.add_argument("--backends", nargs="+", choices=("triton", "cuda"),
                         help="the GPU backends to check (default: every one that runs here)")
+    parser.add_argument("--ops", nargs="+", choices=tuple(GPU_BACKENDS), default=list(GPU_BACKENDS),
+                        help="the ops whose checks run (default: all; a record needs all of them)")
     parser.add_argument("--json", type=Path, help="also write the outcomes and the GPU's identity to this file")
     parser.add_argument("--no-record", action="store_true", help="do not record a pass in the cache folder")
     args = parser.parse_args(argv)
@@ -98,14 +104,15 @@ def main(argv=None) -> int:
     def report(o):
         print(f"[{o.status}] {o.op} | {o.name}: {o.detail} ({o.seconds:.1f} s)", flush=True)
 
-    outcomes = validation.run_checks(all_checks(backends, quick=not args.standard, full=args.full), report=report)
+    outcomes = validation.run_checks(all_checks(backends, quick=not args.standard, full=args.full, ops=args.ops),
+                                     report=report)
     print("\n" + table(outcomes))
     passed = all(o.status != "FAIL" for o in outcomes)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"identity": identity, "backends": backends,
                                          "outcomes": [o._asdict() for o in outcomes]}, indent=1))
-    if passed and not args.no_record:
+    if passed and not args.no_record and set(args.ops) == set(GPU_BACKENDS):
         path = validation.write_record(identity, outcomes)
         validation.forget()
         print(f"\nfastmi.validate: recorded in {path}: backend='auto' now uses {backends} on this GPU")
