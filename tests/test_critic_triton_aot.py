@@ -29,7 +29,6 @@ triton = pytest.importorskip("triton")
 if os.environ.get("TRITON_INTERPRET") == "1":  # kernels decorated for the interpreter cannot compile
     pytest.skip("ahead-of-time compilation needs TRITON_INTERPRET unset", allow_module_level=True)
 
-import fastmi  # noqa: E402
 from critic_helpers import CASES, ESTIMATORS, split_case  # noqa: E402
 from fastmi.critic import bounds  # noqa: E402
 from fastmi.critic import ops as critic_ops  # noqa: E402

@@ -19,11 +19,9 @@ and workspace starts as NaN (triton_launch.set_poison_outputs), so an element th
 program forgets to write fails a comparison. tests/test_critic_triton_aot.py compiles
 every kernel specialization these tests use for sm_90.
 
-Tolerances are those of tests/critic_helpers.py, except the gradients of x and y for
-16-bit inputs: the backward rounds G to the inputs' dtype once for its tensor-core product
-(kernels/critic/backward.py), an error of up to u sum_j |G_ij| |y_j| s per element (u =
-2^-9 for bfloat16, 2^-11 for float16) on top of the output's own rounding, measured at up
-to 4.5 u of the gradient's largest magnitude over CASES: TRITON_GRAD_TOLERANCES allows 8 u.
+Tolerances are fastmi/critic/testing.py's (check_backend: the GPU checks use the same),
+with ROUNDED_G_TOLERANCES for the gradients of x and y of 16-bit inputs: the backward
+rounds G to the inputs' dtype once for its tensor-core product (kernels/critic/backward.py).
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ import pytest
 import torch
 
 import fastmi
-from critic_helpers import CASES, ESTIMATORS, TOLERANCES, case_id, split_case
+from critic_helpers import CASES, ESTIMATORS, case_id, split_case
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -58,7 +56,6 @@ CASE_DTYPES = (torch.float32, torch.float64)
 HALF_CASES = [CASES[i] for i in (1, 3, 7, 10)]  # un-normalized infonce, nwj, smile, siglip (normalize
 HALF_DTYPES = (torch.bfloat16, torch.float16)   # hands the kernels float32 rows)
 GRADCHECK_SHAPE = (5, 7, 3, 2)                  # rows, cols, d, offset
-TRITON_GRAD_TOLERANCES = {**TOLERANCES, torch.bfloat16: (5e-3, 8 * 2.0 ** -9), torch.float16: (1e-3, 8 * 2.0 ** -11)}
 
 
 def small_tiles(monkeypatch) -> None:
@@ -122,8 +119,8 @@ else:
     from hypothesis import strategies as st
 
     import test_critic_vectors as vectors
-    from critic_helpers import (assert_close, assert_results_close, evaluate, oracle, random_pair,
-                                score_magnitude)
+    from critic_helpers import assert_close, evaluate, random_pair
+    from fastmi.critic.testing import check_backend
     from fastmi.critic import bounds, tiled
     from fastmi.critic import triton as triton_backend
     from fastmi.runtime import triton_launch
@@ -140,16 +137,7 @@ else:
         triton_launch.set_poison_outputs(False)
 
     def check_against_oracle(x, y, upstream=1.0, **options):
-        got = evaluate(x, y, backend="triton", upstream=upstream, **options)
-        want = oracle(x, y, upstream=upstream, **options)
-        # a saturated softmax: G = p - 1 on a positive has the roundoff of 1 (tiled.py's
-        # float32 arithmetic shares it), so dx_i is known to about that of s |y| / B
-        scale, rows = options.get("scale", 1.0), x.shape[0]
-        floors = (scale * float(y.double().abs().max()) / rows, scale * float(x.double().abs().max()) / rows)
-        if options.get("normalize"):
-            floors = (scale / rows, scale / rows)
-        assert_results_close(got, want, x.dtype, terms=score_magnitude(options),
-                             input_grad_tolerances=TRITON_GRAD_TOLERANCES, input_grad_floors=floors)
+        check_backend("triton", x, y, upstream=upstream, **options)
 
     def test_backend_serves_cpu_tensors_when_interpreted():
         from fastmi.critic.backends import REGISTRY

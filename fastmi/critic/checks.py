@@ -30,12 +30,9 @@ import torch
 from ..runtime.graphs import capture_graph
 from ..runtime.validation import Check, Skip
 from .api import critic_bound
-from .testing import TOLERANCES, assert_results_close, evaluate, oracle, random_pair, score_magnitude
+from .testing import check_backend, random_pair
 
 F32, BF16, F16, F64 = torch.float32, torch.bfloat16, torch.float16, torch.float64
-# The Triton backward rounds G to a 16-bit input's dtype for its tensor-core product
-# (kernels/critic/backward.py): 8 units of that dtype's roundoff of the gradient's magnitude.
-GRAD_TOLERANCES = {**TOLERANCES, BF16: (5e-3, 8 * 2.0 ** -9), F16: (1e-3, 8 * 2.0 ** -11)}
 
 # (name, rows, cols, d, dtype, options); the quick set is the first QUICK
 CORRECTNESS = [
@@ -77,17 +74,6 @@ def _shrunk(rows, cols, device):
     return -(-rows // factor), -(-cols // factor), factor
 
 
-def _check(backend, x, y, upstream=1.0, **options):
-    got = evaluate(x, y, backend=backend, upstream=upstream, **options)
-    want = oracle(x, y, upstream=upstream, **options)
-    scale, rows = options.get("scale", 1.0), x.shape[0]
-    # a saturated softmax's p - 1 has the roundoff of 1: dx_i is known to about that of s |y| / B
-    floors = ((scale / rows, scale / rows) if options.get("normalize") else
-              (scale * float(y.double().abs().max()) / rows, scale * float(x.double().abs().max()) / rows))
-    assert_results_close(got, want, x.dtype, terms=score_magnitude(options), input_grad_tolerances=GRAD_TOLERANCES,
-                         input_grad_floors=floors)
-
-
 # ---- the checks ---------------------------------------------------------------------------------
 
 def correctness(backend, device, rows, cols, dim, dtype, options) -> str:
@@ -97,7 +83,7 @@ def correctness(backend, device, rows, cols, dim, dtype, options) -> str:
         options["offset"] = min(options["offset"] // factor, cols - rows)
     x, y = random_pair(rows, cols, dim, offset=options.get("offset", 0), dtype=dtype, seed=rows + dim,
                        device=device)
-    _check(backend, x, y, upstream=0.7, **options)
+    check_backend(backend, x, y, upstream=0.7, **options)
     _sync(device)
     return f"B={rows} N={cols} d={dim} {_dtype_name(dtype)}"
 

@@ -120,3 +120,25 @@ def oracle(x, y, **options) -> Result:
     return evaluate(x.double(), y.double(), backend="reference", **options)
 
 
+# A backend that rounds G to a 16-bit input's dtype once for its tensor-core product (the
+# Triton backward, as FlashAttention rounds dS) adds up to u sum_j |G_ij| |y_j| s to each
+# element of dx (u = 2^-9 for bfloat16, 2^-11 for float16), on top of the output's own
+# rounding: measured at up to 4.5 u of the gradient's largest magnitude, allowed 8 u.
+ROUNDED_G_TOLERANCES = {**TOLERANCES, torch.bfloat16: (5e-3, 8 * 2.0 ** -9), torch.float16: (1e-3, 8 * 2.0 ** -11)}
+
+
+def check_backend(backend: str, x, y, upstream=1.0, **options) -> None:
+    """``backend`` against the float64 oracle on x and y (every output and gradient).
+
+    Gradients of x and y: ROUNDED_G_TOLERANCES, and below s |y| / B (s |x| / B for y) they
+    are compared absolutely: a saturated softmax's G = p - 1 on a positive is known to the
+    compute dtype's roundoff of 1, not of p - 1 (the tiled backend's float32 shares it)."""
+    got = evaluate(x, y, backend=backend, upstream=upstream, **options)
+    want = oracle(x, y, upstream=upstream, **options)
+    scale, rows = options.get("scale", 1.0), x.shape[0]
+    if options.get("normalize"):
+        floors = (scale / rows, scale / rows)
+    else:
+        floors = (scale * float(y.double().abs().max()) / rows, scale * float(x.double().abs().max()) / rows)
+    assert_results_close(got, want, x.dtype, terms=score_magnitude(options),
+                         input_grad_tolerances=ROUNDED_G_TOLERANCES, input_grad_floors=floors)

@@ -2,15 +2,15 @@
 the fused ops of fastmi/critic/ops.py as flash-style kernels on CUDA tensors.
 
 Forward, three launches (kernels/critic/forward.py): tiles of S = scale * x y^T + bias by
-``tl.dot`` folded into per-row, per-column and per-program statistics (online
-log-sum-exps, argmax, positives, softplus sums, the negatives' LSEs), never storing a
-tile; a merge of the groups' per-row (per-column) statistics; a one-program float64
-finalize. Both directions of symmetric InfoNCE come from the one set of tiles.
+``tl.dot`` folded into per-row and per-column statistics (online log-sum-exps, argmax,
+positives, softplus sums, the negatives' LSEs), never storing a tile; a merge of the
+groups' statistics into float64 sums; a one-program float64 finalize. Both directions of
+symmetric InfoNCE come from the one set of tiles.
 
 Backward (kernels/critic/backward.py): the tiles recomputed from the inputs and the saved
 statistics; grad_x by programs that own blocks of x's rows, grad_y by programs that own
-blocks of y's rows (on S^T), grad_scale and grad_bias from per-program float64 sums added
-in program order by one last program; when a side's blocks are too few to fill the GPU,
+blocks of y's rows (on S^T), grad_scale and grad_bias from the dx pass's per-row sums
+added in row order, in float64, by one last program; when a side's blocks are too few to fill the GPU,
 its other side is split over several programs and a split-sum launch adds them in order.
 No float atomics and no state shared between calls (every workspace is the call's own):
 results are bit-identical from run to run, concurrent streams and CUDA graphs cannot
