@@ -26,10 +26,6 @@ rounds G to the inputs' dtype once for its tensor-core product (kernels/critic/b
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -37,7 +33,7 @@ import torch
 import fastmi
 from critic_helpers import CASES, ESTIMATORS, case_id, split_case
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+from interpreted import INTERPRETED, run_interpreted
 
 # kernels/critic/config.py values that make a few dozen rows a multi-program problem:
 # 16-row blocks on 2 warps (on 4, ptxas spilled a few bytes in some of these tiny
@@ -86,19 +82,7 @@ if not INTERPRETED:
 
     def test_interpreted_suite():
         """Runs this module's interpreted tests in a child process with TRITON_INTERPRET=1."""
-        pytest.importorskip("triton")
-        env = dict(os.environ, TRITON_INTERPRET="1")
-        start = time.perf_counter()
-        here = os.path.abspath(__file__)
-        child = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=5", here],
-            env=env, capture_output=True, text=True, timeout=900, cwd=os.path.dirname(os.path.dirname(here)),
-        )
-        elapsed = time.perf_counter() - start
-        report = child.stdout[-6000:] + child.stderr[-3000:]
-        assert child.returncode == 0, f"interpreted critic Triton tests failed (rc={child.returncode}):\n{report}"
-        assert " passed" in child.stdout, report
-        print(f"interpreted critic Triton suite: {elapsed:.0f} s\n{child.stdout[-1500:]}")
+        run_interpreted(__file__, "interpreted critic Triton tests")
 
     def test_cpu_tensors_need_the_interpreter():
         """Without TRITON_INTERPRET the backend serves CUDA tensors only, and says why not CPU."""

@@ -28,7 +28,7 @@ import functools
 import torch
 
 from ..runtime.graphs import capture_graph
-from ..runtime.validation import Check, Skip
+from ..runtime.validation import Check, assert_bitwise_equal, dtype_name, needs_cuda, sync
 from .api import critic_bound
 from .testing import check_backend, random_pair
 
@@ -52,20 +52,6 @@ QUICK = 5
 CPU_ROWS = 64  # on a CPU run every case shrinks to at most this many rows (and columns in proportion)
 
 
-def _dtype_name(dtype) -> str:
-    return str(dtype).split(".")[1]
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _needs_cuda(device, what: str) -> None:
-    if torch.device(device).type != "cuda":
-        raise Skip(f"{what} needs a CUDA device")
-
-
 def _shrunk(rows, cols, device):
     """The case's sizes on a CPU run: the same shape of problem, CPU_ROWS rows at most."""
     if torch.device(device).type == "cuda" or rows <= CPU_ROWS:
@@ -84,8 +70,8 @@ def correctness(backend, device, rows, cols, dim, dtype, options) -> str:
     x, y = random_pair(rows, cols, dim, offset=options.get("offset", 0), dtype=dtype, seed=rows + dim,
                        device=device)
     check_backend(backend, x, y, upstream=0.7, **options)
-    _sync(device)
-    return f"B={rows} N={cols} d={dim} {_dtype_name(dtype)}"
+    sync(device)
+    return f"B={rows} N={cols} d={dim} {dtype_name(dtype)}"
 
 
 def _step(backend, x, y, scale, bias, **options) -> list:
@@ -103,19 +89,12 @@ def _leaves(rows, cols, dim, device, seed, dtype=BF16, offset=0):
     return x.requires_grad_(), y.requires_grad_(), scale, bias
 
 
-def _equal(a: list, b: list, what: str) -> None:
-    for i, (u, v) in enumerate(zip(a, b)):
-        if not torch.equal(u.nan_to_num(7.0), v.nan_to_num(7.0)):
-            diff = (u.double() - v.double()).abs().nan_to_num(0).max().item()
-            raise AssertionError(f"{what}: output {i} differs (max |diff| {diff:.3g})")
-
-
 SIGLIP = dict(estimator="siglip", normalize=True)
 CLIP = dict(estimator="infonce", symmetric=True)
 
 
 def no_host_sync(backend, device) -> str:
-    _needs_cuda(device, "torch.cuda.set_sync_debug_mode")
+    needs_cuda(device, "torch.cuda.set_sync_debug_mode")
     leaves = _leaves(5000, 5000, 256, device, seed=1)
     for options in (SIGLIP, CLIP):
         _step(backend, *leaves, **options)  # compiles, first-call allocations
@@ -133,7 +112,7 @@ def no_host_sync(backend, device) -> str:
 def zero_row_gives_nan(backend, device) -> str:
     """normalize=True with a row of norm 0 on a GPU: no host read (docs/critic.md), the
     loss and the gradients NaN (0 / 0)."""
-    _needs_cuda(device, "the no-sync zero-row behaviour")
+    needs_cuda(device, "the no-sync zero-row behaviour")
     x, y, scale, bias = _leaves(300, 300, 64, device, seed=2)
     with torch.no_grad():
         x[17] = 0.0
@@ -156,8 +135,8 @@ def determinism_and_inputs(backend, device) -> str:
     for options in (SIGLIP, CLIP):
         first = _step(backend, *leaves, **options)
         second = _step(backend, *leaves, **options)
-        _sync(device)
-        _equal(first, second, f"two identical {options['estimator']} calls")
+        sync(device)
+        assert_bitwise_equal(first, second, f"two identical {options['estimator']} calls")
     for leaf, copy in zip(leaves, before):
         if not torch.equal(leaf.detach(), copy):
             raise AssertionError("an input was modified")
@@ -171,7 +150,7 @@ def _two_problems(device):
 def concurrent_streams(backend, device) -> str:
     """Two forward + backward steps launched on two streams at once give each its own
     result (as computed alone), bit for bit: no launch shares state with another."""
-    _needs_cuda(device, "concurrent CUDA streams")
+    needs_cuda(device, "concurrent CUDA streams")
     problems = _two_problems(device)
     alone = [_step(backend, *p, **CLIP) for p in problems]
     torch.cuda.synchronize()
@@ -184,12 +163,12 @@ def concurrent_streams(backend, device) -> str:
                 results[i] = _step(backend, *problem, **CLIP)
         torch.cuda.synchronize()
         for i in range(2):
-            _equal(results[i], alone[i], f"stream {i}")
+            assert_bitwise_equal(results[i], alone[i], f"stream {i}")
     return "2 streams x 5 rounds: each equals its own eager result, bit for bit"
 
 
 def concurrent_graphs(backend, device) -> str:
-    _needs_cuda(device, "CUDA graphs")
+    needs_cuda(device, "CUDA graphs")
     problems = _two_problems(device)
     alone = [_step(backend, *p, **SIGLIP) for p in problems]
     graphs = [capture_graph(functools.partial(_step, backend, *p, **SIGLIP)) for p in problems]
@@ -201,12 +180,12 @@ def concurrent_graphs(backend, device) -> str:
                 graph.replay()
         torch.cuda.synchronize()
         for i, (_graph, static) in enumerate(graphs):
-            _equal(static, alone[i], f"graph {i}")
+            assert_bitwise_equal(static, alone[i], f"graph {i}")
     return "2 graphs x 5 concurrent replays: each equals its own eager result, bit for bit"
 
 
 def cuda_graph(backend, device) -> str:
-    _needs_cuda(device, "CUDA graphs")
+    needs_cuda(device, "CUDA graphs")
     leaves = _leaves(6000, 6000, 512, device, seed=4)
     step = functools.partial(_step, backend, *leaves, **CLIP)
     graph, captured = capture_graph(step)
@@ -220,8 +199,8 @@ def cuda_graph(backend, device) -> str:
     eager = step()
     graph.replay()
     torch.cuda.synchronize()
-    _equal(replay, eager, "graph replay vs eager on the same data")
-    _equal(replay, captured, "two replays")
+    assert_bitwise_equal(replay, eager, "graph replay vs eager on the same data")
+    assert_bitwise_equal(replay, captured, "two replays")
     return "B=6000 d=512 bfloat16 symmetric infonce: replay == eager, bit for bit, twice"
 
 
@@ -241,7 +220,7 @@ def compiled(backend, device) -> str:
         leaves = [t.detach().clone().requires_grad_() for t in (x, y, scale, bias)]
         outs = f(*leaves)
         results.append([*outs, *torch.autograd.grad(outs[0], leaves)])
-    _sync(device)
+    sync(device)
     for i, (a, b) in enumerate(zip(*results)):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6 * max(a.abs().max().item(), 1.0),
                                    msg=lambda m: f"output {i}: compiled vs eager: {m}")
@@ -252,7 +231,7 @@ def memory(backend, device) -> str:
     """Peak memory of a forward + backward above the inputs at B = 65,536, d = 512,
     bfloat16: the gradients (2 B d) and O(B d) workspaces, far from the 16 GiB of the
     eager B x B float32 scores."""
-    _needs_cuda(device, "torch.cuda.max_memory_allocated")
+    needs_cuda(device, "torch.cuda.max_memory_allocated")
     rows, dim = 65_536, 512
     leaves = _leaves(rows, rows, dim, device, seed=7)
     for options in (CLIP, SIGLIP):
@@ -277,7 +256,7 @@ def checks(backends, device="cuda", *, quick: bool = False, full: bool = False) 
     cases = CORRECTNESS[:QUICK] if quick else CORRECTNESS
     for backend in backends:
         for name, rows, cols, dim, dtype, options in cases:
-            out.append(Check("critic", f"{backend}: oracle, {name} B={rows} N={cols} d={dim} {_dtype_name(dtype)}",
+            out.append(Check("critic", f"{backend}: oracle, {name} B={rows} N={cols} d={dim} {dtype_name(dtype)}",
                              functools.partial(correctness, backend, device, rows, cols, dim, dtype, options)))
         for name, fn in (("no host sync", no_host_sync), ("zero row gives NaN, no sync", zero_row_gives_nan),
                          ("bitwise determinism, inputs untouched", determinism_and_inputs),

@@ -37,14 +37,15 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import triton  # an ImportError here tells the registry that triton is missing
+import triton  # noqa: F401  (an ImportError here tells the registry that triton is missing)
 from torch import Tensor
 
 from ..kernels.critic import config
 from ..kernels.critic.backward import critic_grad_kernel, critic_scalar_grads_kernel, critic_split_sum_kernel
 from ..kernels.critic.forward import critic_finalize_kernel, critic_merge_kernel, critic_tiles_kernel
 from ..runtime.library import register_triton
-from ..runtime.triton_launch import DeviceGuard, interpreting, new_output, split_float, tracing
+from ..runtime.triton_launch import (DeviceGuard, interpreting, new_output, split_float, tracing, triton_devices,
+                                     triton_unavailable_reason)
 from ..runtime.triton_launch import launch as launch_kernel
 from .bounds import INDEX, PARTIALS
 from .ops import define_critic_ops, lse_shapes
@@ -82,20 +83,11 @@ if interpreting():
 
 
 def devices() -> tuple:
-    return ("cuda", "cpu") if interpreting() else ("cuda",)
+    return triton_devices()
 
 
 def is_available():
-    if interpreting():
-        return None
-    if not torch.cuda.is_available():
-        return ("no CUDA device is visible (set TRITON_INTERPRET=1 before importing triton to run the "
-                "Triton kernels on CPU tensors in the interpreter)")
-    try:
-        triton.runtime.driver.active.get_current_target()
-    except Exception as exc:  # a broken driver or an unsupported GPU
-        return f"triton has no usable GPU driver ({type(exc).__name__}: {exc})"
-    return None
+    return triton_unavailable_reason()
 
 
 def _bits(mask: int) -> dict:

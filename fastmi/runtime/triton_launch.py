@@ -1,7 +1,9 @@
 """Launch machinery shared by the Triton backends of every op.
 
 - :func:`interpreting`: whether triton runs kernels in its CPU interpreter
-  (``TRITON_INTERPRET=1``, set before triton is imported), which is how CI runs them.
+  (``TRITON_INTERPRET=1``, set before triton is imported), which is how CI runs them;
+  :func:`triton_devices` and :func:`triton_unavailable_reason`: a Triton backend's
+  ``devices()`` and ``is_available()``.
 - :func:`split_float`: a Python float as two fp32 kernel arguments (hi, lo).
 - :func:`launch`: one kernel launch, through ``wrap_triton`` while torch.compile traces,
   else through a cached CompiledKernel runner (see below).
@@ -24,6 +26,29 @@ from torch._subclasses.functional_tensor import FunctionalTensor
 def interpreting() -> bool:
     """Whether triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_devices() -> tuple:
+    """The device types a Triton backend serves: CUDA, and CPU tensors under the interpreter."""
+    return ("cuda", "cpu") if interpreting() else ("cuda",)
+
+
+def triton_unavailable_reason():
+    """None when Triton kernels can run here, else why not (a backend's ``is_available``)."""
+    if interpreting():
+        return None
+    import torch as _torch
+
+    if not _torch.cuda.is_available():
+        return ("no CUDA device is visible (set TRITON_INTERPRET=1 before importing triton to run the "
+                "Triton kernels on CPU tensors in the interpreter)")
+    try:
+        import triton
+
+        triton.runtime.driver.active.get_current_target()
+    except Exception as exc:  # a broken driver or an unsupported GPU
+        return f"triton has no usable GPU driver ({type(exc).__name__}: {exc})"
+    return None
 
 
 def split_float(x: float) -> tuple:

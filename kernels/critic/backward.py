@@ -29,15 +29,9 @@ import triton.language as tl
 
 from ..common.numerics import scalar_arg, to_acc
 from . import config
-from .terms import dot_tile, load_scale_bias, score_grad
+from .terms import (COL_LSE_SUM, NEG_LSE, NEG_LSE_CLIP, NEG_SOFTPLUS, POS_SOFTPLUS, POS_SUM, ROW_LSE_SUM, dot_tile,
+                    load_scale_bias, score_grad)
 
-POS_SUM = tl.constexpr(config.POS_SUM)
-ROW_LSE_SUM = tl.constexpr(config.ROW_LSE_SUM)
-COL_LSE_SUM = tl.constexpr(config.COL_LSE_SUM)
-NEG_LSE = tl.constexpr(config.NEG_LSE)
-POS_SOFTPLUS = tl.constexpr(config.POS_SOFTPLUS)
-NEG_SOFTPLUS = tl.constexpr(config.NEG_SOFTPLUS)
-NEG_LSE_CLIP = tl.constexpr(config.NEG_LSE_CLIP)
 GRAD_SUMS = tl.constexpr(config.GRAD_SUMS)
 GRAD_SCALE_SUM = tl.constexpr(config.GRAD_SCALE_SUM)
 GRAD_BIAS_SUM = tl.constexpr(config.GRAD_BIAS_SUM)

@@ -39,17 +39,9 @@ import triton.language as tl
 
 from ..common.numerics import add_at, lse_merge, online_lse_step, scalar_arg, softplus_pair, sub_max, tile_lse, to_acc
 from . import config
-from .terms import dot_tile, load_scale_bias
+from .terms import (COL_LSE_SUM, CORRECT, N_PARTIALS, NEG_LSE, NEG_LSE_CLIP, NEG_SOFTPLUS, POS_SOFTPLUS, POS_SUM,
+                    ROW_LSE_SUM, dot_tile, load_scale_bias)
 
-POS_SUM = tl.constexpr(config.POS_SUM)
-ROW_LSE_SUM = tl.constexpr(config.ROW_LSE_SUM)
-COL_LSE_SUM = tl.constexpr(config.COL_LSE_SUM)
-NEG_LSE = tl.constexpr(config.NEG_LSE)
-POS_SOFTPLUS = tl.constexpr(config.POS_SOFTPLUS)
-NEG_SOFTPLUS = tl.constexpr(config.NEG_SOFTPLUS)
-NEG_LSE_CLIP = tl.constexpr(config.NEG_LSE_CLIP)
-CORRECT = tl.constexpr(config.CORRECT)
-N_PARTIALS = tl.constexpr(config.N_PARTIALS)
 # per-row statistics: slots of the [ROW_STATS, col_groups, B] workspace
 ROW_MAX_AT = tl.constexpr(config.ROW_MAX_AT)
 ROW_SUM_AT = tl.constexpr(config.ROW_SUM_AT)

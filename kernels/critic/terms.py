@@ -20,6 +20,19 @@ import triton
 import triton.language as tl
 
 from ..common.numerics import sigmoid_pair, to_acc
+from . import config
+
+# where each partial lives in the partials vector (bounds.PARTIALS order; jit code may read
+# a global only when it is a constexpr)
+POS_SUM = tl.constexpr(config.POS_SUM)
+ROW_LSE_SUM = tl.constexpr(config.ROW_LSE_SUM)
+COL_LSE_SUM = tl.constexpr(config.COL_LSE_SUM)
+NEG_LSE = tl.constexpr(config.NEG_LSE)
+POS_SOFTPLUS = tl.constexpr(config.POS_SOFTPLUS)
+NEG_SOFTPLUS = tl.constexpr(config.NEG_SOFTPLUS)
+NEG_LSE_CLIP = tl.constexpr(config.NEG_LSE_CLIP)
+CORRECT = tl.constexpr(config.CORRECT)
+N_PARTIALS = tl.constexpr(config.N_PARTIALS)
 
 
 @triton.jit
