@@ -9,11 +9,12 @@ run, the summary table is always written:
 
   env          GPU, SMs, memory, driver, torch / triton / nvcc versions, date
   build        the CUDA extension (ninja, cached) and the triton import
-  checks       every GPU check of fastmi/infogan/checks.py, the same code that
-               ``python -m fastmi.validate`` and tests/test_gpu_checks.py run (the float64
-               oracle matrix and forced layouts, no host sync, determinism, invalid codes,
-               two streams and two graphs at once, graph replay, torch.compile,
-               B x W > 2^31); when all pass, the validation record is written, as
+  checks       every GPU check of fastmi/infogan/checks.py and fastmi/critic/checks.py,
+               the same code that ``python -m fastmi.validate`` and tests/test_gpu_checks.py
+               run (the float64 oracle matrices and forced layouts, no host sync,
+               determinism, invalid codes and zero rows, two streams and two graphs at
+               once, graph replay, torch.compile, B x W > 2^31, critic_bound's O(B d)
+               memory); when all pass, the validation record is written, as
                ``fastmi.validate`` does
   launches     kernels per forward and per backward (torch.profiler)
   timing       forward + backward of the MNIST spec (Cat(10) + 2 continuous, float32) at
@@ -69,9 +70,9 @@ import torch  # noqa: E402
 import fastmi  # noqa: E402
 from fastmi.bench import env as bench_env  # noqa: E402
 from fastmi.bench import workloads as W  # noqa: E402
-from fastmi.infogan import checks  # noqa: E402
 from fastmi.infogan.testing import MNIST, random_case, random_upstream  # noqa: E402
 from fastmi.runtime import validation  # noqa: E402
+from fastmi.validate import all_checks  # noqa: E402
 
 BACKENDS = ("cuda", "triton")
 
@@ -345,10 +346,11 @@ def main(argv=None) -> int:
         if not ready[b]:
             REPORT.add("checks", b, "SKIP", "the backend is unavailable (see build)")
 
-    # the GPU checks: the code python -m fastmi.validate runs (fastmi/infogan/checks.py)
+    # the GPU checks: the code python -m fastmi.validate runs (fastmi/infogan/checks.py,
+    # fastmi/critic/checks.py: each op takes its own fused GPU backends of these)
     identity = validation.gpu_identity()
     outcomes = validation.run_checks(
-        checks.checks(backends, "cuda", quick=args.quick, full=not args.quick), budget=args.budget,
+        all_checks(backends, "cuda", quick=args.quick, full=not args.quick), budget=args.budget,
         report=lambda o: REPORT.add("checks", o.name, o.status, o.detail, o.seconds))
     if backends and all(o.status != "FAIL" for o in outcomes):
         REPORT.data["validation_record"] = str(validation.write_record(identity, outcomes))

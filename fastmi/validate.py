@@ -2,7 +2,9 @@
 
 Runs the GPU checks of every op (fastmi/infogan/checks.py: the float64 oracle over specs
 and dtypes, no host sync, determinism, invalid codes, two streams and two CUDA graphs at
-once, CUDA-graph replay, torch.compile), prints a PASS / FAIL / SKIP table and, when
+once, CUDA-graph replay, torch.compile; fastmi/critic/checks.py: the same for
+critic_bound's Triton kernels, every estimator against the float64 oracle, a zero row
+without a sync, and its O(B d) memory), prints a PASS / FAIL / SKIP table and, when
 every check passed, records the pass for this GPU model, driver and torch / triton /
 fastmi versions in fastmi's cache folder: ``backend="auto"`` then uses the fused GPU
 backends on this GPU (fastmi/runtime/validation.py). About a minute on an H200.
@@ -22,15 +24,39 @@ import torch
 from .runtime import validation
 
 
+# the fused GPU backends of each op (the critic's "tiled" runs on CUDA tensors too, but it
+# is the pure-PyTorch specification, not a GPU kernel to validate)
+GPU_BACKENDS = {"infogan": ("triton", "cuda"), "critic": ("triton",)}
+
+
+def _registry(op: str):
+    if op == "infogan":
+        from .infogan.backends import REGISTRY
+    else:
+        from .critic.backends import REGISTRY
+    return REGISTRY
+
+
 def available_gpu_backends() -> list:
-    """The fused backends of the InfoGAN loss that can run on CUDA tensors here."""
-    from .infogan.backends import REGISTRY
-    return [name for name in REGISTRY.names if name != "reference" and REGISTRY.unavailable_reason(name, "cuda") is None]
+    """The fused GPU backends (of any op) that can run on CUDA tensors here."""
+    names = []
+    for op, backends in GPU_BACKENDS.items():
+        names += [b for b in backends if b not in names and _registry(op).unavailable_reason(b, "cuda") is None]
+    return names
 
 
-def all_checks(backends, device="cuda", *, quick=True, full=False) -> list:
+def all_checks(backends, device="cuda", *, quick=True, full=False, ops=tuple(GPU_BACKENDS)) -> list:
+    """The GPU checks of ``ops`` for ``backends`` (each op takes those of its fused GPU
+    backends)."""
+    from .critic import checks as critic_checks
     from .infogan import checks as infogan_checks
-    return infogan_checks.checks(backends, device, quick=quick, full=full)
+
+    modules = {"infogan": infogan_checks, "critic": critic_checks}
+    out = []
+    for op in ops:
+        ours = [b for b in backends if b in GPU_BACKENDS[op]]
+        out += modules[op].checks(ours, device, quick=quick, full=full)
+    return out
 
 
 def table(outcomes) -> str:
@@ -53,6 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="also B x W > 2^31 elements (needs ~20 GB of GPU memory)")
     parser.add_argument("--backends", nargs="+", choices=("triton", "cuda"),
                         help="the GPU backends to check (default: every one that runs here)")
+    parser.add_argument("--ops", nargs="+", choices=tuple(GPU_BACKENDS), default=list(GPU_BACKENDS),
+                        help="the ops whose checks run (default: all; a record needs all of them)")
     parser.add_argument("--json", type=Path, help="also write the outcomes and the GPU's identity to this file")
     parser.add_argument("--no-record", action="store_true", help="do not record a pass in the cache folder")
     args = parser.parse_args(argv)
@@ -76,14 +104,15 @@ def main(argv=None) -> int:
     def report(o):
         print(f"[{o.status}] {o.op} | {o.name}: {o.detail} ({o.seconds:.1f} s)", flush=True)
 
-    outcomes = validation.run_checks(all_checks(backends, quick=not args.standard, full=args.full), report=report)
+    outcomes = validation.run_checks(all_checks(backends, quick=not args.standard, full=args.full, ops=args.ops),
+                                     report=report)
     print("\n" + table(outcomes))
     passed = all(o.status != "FAIL" for o in outcomes)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"identity": identity, "backends": backends,
                                          "outcomes": [o._asdict() for o in outcomes]}, indent=1))
-    if passed and not args.no_record:
+    if passed and not args.no_record and set(args.ops) == set(GPU_BACKENDS):
         path = validation.write_record(identity, outcomes)
         validation.forget()
         print(f"\nfastmi.validate: recorded in {path}: backend='auto' now uses {backends} on this GPU")

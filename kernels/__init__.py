@@ -6,6 +6,9 @@ shared numerics:
 - ``infogan/``: the InfoGAN loss: ``terms.py`` (the per-row math of ARCHITECTURE.md
   sections 3-5 and ``finalize``), ``forward.py`` and ``backward.py`` (one launch each),
   ``config.py`` (every tunable, the sum and stat indices, and ``choose_layout``).
+- ``critic/``: critic_bound's flash-style kernels: ``forward.py`` (tiles of the score
+  matrix folded into per-row / per-column statistics, their merge, the finalize),
+  ``backward.py`` (the gradients from recomputed tiles), ``terms.py``, ``config.py``.
 
 The launchers are the op packages' ``triton.py`` (fastmi/<op>/triton.py); nothing here
 imports from fastmi outside this package.

@@ -20,9 +20,6 @@ torch.compile: the graph must hold the two kernels, with no graph break.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import tempfile
 
 import pytest
 import torch
@@ -31,10 +28,6 @@ triton = pytest.importorskip("triton")
 
 if os.environ.get("TRITON_INTERPRET") == "1":  # kernels decorated for the interpreter cannot compile
     pytest.skip("ahead-of-time compilation needs TRITON_INTERPRET unset", allow_module_level=True)
-
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import make_backend  # noqa: E402
-from triton.runtime.jit import create_function_from_signature  # noqa: E402
 
 import fastmi  # noqa: E402
 from fastmi.infogan import ops as fused_op  # noqa: E402
@@ -47,22 +40,10 @@ import test_contract_vectors as contract  # noqa: E402
 import test_numerics as numerics  # noqa: E402
 from helpers import random_case  # noqa: E402
 from test_triton_interpreter import CASES, Case  # noqa: E402
+from triton_aot import Recorder, Sm90Driver, compile_sm90, specializations  # noqa: E402
 
-TARGET = GPUTarget("cuda", 90, 32)
 KERNELS = {"forward": infogan_forward_kernel, "finalize": infogan_finalize_kernel,
            "backward": infogan_backward_kernel}
-
-
-class _Recorder:
-    """Stands in for a kernel: ``kernel[grid](*args, **kwargs)`` records the launch."""
-
-    def __init__(self, name, launches):
-        self.name, self.launches = name, launches
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.launches.append((self.name, args, kwargs))
-        return launch
 
 
 def _all_cases() -> list:
@@ -87,7 +68,7 @@ def _recorded_launches() -> list:
     launches = []
     saved = dict(triton_backend.__dict__)
     for name in KERNELS:
-        setattr(triton_backend, f"infogan_{name}_kernel", _Recorder(name, launches))
+        setattr(triton_backend, f"infogan_{name}_kernel", Recorder(name, launches))
     try:
         for case in _all_cases():
             c = random_case(case.spec, case.batch, dtype=case.dtype, seed=case.batch, **case.kwargs)
@@ -104,39 +85,7 @@ def _recorded_launches() -> list:
     return launches
 
 
-def _specializations() -> dict:
-    """{key: (kernel name, signature, constexprs, attrs, options)}, one per distinct compile."""
-    backend = make_backend(TARGET)
-    found = {}
-    for name, args, kwargs in _recorded_launches():
-        kernel = KERNELS[name]
-        binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-        bound, specialization, options = binder(*args, **kwargs)
-        # as JITFunction._pack_args does before compiling
-        options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, specialization, options)
-        key = (name, tuple(signature.items()), tuple(sorted((k, repr(v)) for k, v in constexprs.items())),
-               repr(sorted(attrs.items())), options.num_warps)
-        found.setdefault(key, (name, signature, constexprs, attrs, options))
-    return found
-
-
-SPECIALIZATIONS = _specializations()
-
-
-def _ptxas_report(ptx: str) -> tuple:
-    """(registers, spill store bytes, spill load bytes) from ``ptxas -v`` for sm_90a."""
-    ptxas = triton.knobs.nvidia.ptxas.path
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "kernel.ptx")
-        with open(src, "w") as f:
-            f.write(ptx)
-        run = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", src, "-o", os.path.join(tmp, "kernel.cubin")],
-                             capture_output=True, text=True, check=True)
-    log = run.stderr + run.stdout
-    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
-    regs = re.search(r"Used (\d+) registers", log)
-    assert spills and regs, log
-    return int(regs.group(1)), int(spills.group(1)), int(spills.group(2))
+SPECIALIZATIONS = specializations(_recorded_launches(), KERNELS)
 
 
 def _describe(name, signature, constexprs, options) -> str:
@@ -152,9 +101,9 @@ def test_the_matrix_covers_every_dtype_and_layout():
     """The compiled set holds each input dtype, small- and large-W layouts, the chunked-K
     path, single- and multi-program forwards, int32 and int64 codes."""
     seen = set()
-    for name, signature, constexprs, attrs, options in SPECIALIZATIONS.values():
-        arg_names = list(signature)
-        named = {arg_names[path[0]]: value for path, value in constexprs.items()}
+    for spec in SPECIALIZATIONS.values():
+        name, signature = spec.name, spec.signature
+        named = spec.named_constexprs()
         if name == "finalize":  # one program over the float64 partial sums: no rows, no codes
             seen.add((name, signature["partials_ptr"], signature["disc_ptr"]))
             continue
@@ -181,15 +130,12 @@ def test_the_matrix_covers_every_dtype_and_layout():
 
 @pytest.mark.parametrize("key", list(SPECIALIZATIONS), ids=[f"{k[0]}-{i}" for i, k in enumerate(SPECIALIZATIONS)])
 def test_compiles_for_sm90_without_spills(key):
-    name, signature, constexprs, attrs, options = SPECIALIZATIONS[key]
-    src = triton.compiler.ASTSource(fn=KERNELS[name], signature=signature, constexprs=constexprs, attrs=attrs)
-    compiled = triton.compile(src, target=TARGET, options=options.__dict__)
-    assert compiled.metadata.target == TARGET
-    assert compiled.asm["cubin"], "no cubin"
-    regs, spill_stores, spill_loads = _ptxas_report(compiled.asm["ptx"])
-    what = _describe(name, signature, constexprs, options)
-    print(f"{what}: {regs} registers, shared {compiled.metadata.shared} B")
-    assert (spill_stores, spill_loads) == (0, 0), f"{what}: spills {spill_stores} B stored, {spill_loads} B loaded"
+    spec = SPECIALIZATIONS[key]
+    compiled = compile_sm90(KERNELS[spec.name], spec)
+    what = _describe(spec.name, spec.signature, spec.constexprs, spec.options)
+    print(f"{what}: {compiled.registers} registers, shared {compiled.shared} B")
+    assert (compiled.spill_stores, compiled.spill_loads) == (0, 0), \
+        f"{what}: spills {compiled.spill_stores} B stored, {compiled.spill_loads} B loaded"
 
 
 def test_constexprs_are_the_last_parameters_in_order():
@@ -213,14 +159,6 @@ def test_op_schemas_match_fused_op():
         assert inferred == f"fastmi::{name}{schema}"
 
 
-class _Sm90Driver:
-    """Stands in for triton's GPU driver while torch.compile traces: torch asks it only for
-    the target, to compile the kernels to TTIR and find which arguments they write."""
-
-    def get_current_target(self):
-        return TARGET
-
-
 # torch's own config.patch, not monkeypatch: pytest >= 9.2 restores an attribute that is
 # missing from the module __dict__ by deleting it, and deleting a torch config entry hides
 # it for the rest of the session (every later torch.compile then fails).
@@ -234,7 +172,7 @@ def test_compile_traces_the_kernels_without_graph_break(monkeypatch):
     from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
 
-    monkeypatch.setattr(triton.runtime.driver, "_active", _Sm90Driver())
+    monkeypatch.setattr(triton.runtime.driver, "_active", Sm90Driver())
     graphs = []
 
     def capture(gm, example_inputs):

@@ -3,7 +3,7 @@
 triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when fastmi.kernels is
 imported, so the interpreted tests cannot share a process with the rest of the suite:
 run without the variable (the normal suite), this module holds one test that runs the
-module again in a child pytest with TRITON_INTERPRET=1 and fails with the child's
+module again in a child pytest with TRITON_INTERPRET=1 (tests/interpreted.py) and fails with the child's
 report when any interpreted test fails. The parent process never sets the variable.
 
 The matrix (CASES) is the one of tests/test_correctness.py thinned for the
@@ -19,10 +19,6 @@ tests/test_triton_aot.py compiles, for sm_90, every kernel specialization these 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from typing import NamedTuple
 
 import pytest
@@ -30,7 +26,7 @@ import torch
 
 import fastmi
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+from interpreted import INTERPRETED, run_interpreted
 
 MNIST = fastmi.LatentSpec(categorical=(10,), continuous=2)
 RICH = fastmi.LatentSpec(categorical=(3, 7), bernoulli=2, continuous=3, continuous_prior="normal", std=0.7)
@@ -87,19 +83,7 @@ if not INTERPRETED:
 
     def test_interpreted_suite():
         """Runs this module's interpreted tests in a child process with TRITON_INTERPRET=1."""
-        pytest.importorskip("triton")
-        env = dict(os.environ, TRITON_INTERPRET="1")
-        start = time.perf_counter()
-        here = os.path.abspath(__file__)
-        child = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=5", here],
-            env=env, capture_output=True, text=True, timeout=900, cwd=os.path.dirname(os.path.dirname(here)),
-        )
-        elapsed = time.perf_counter() - start
-        report = child.stdout[-6000:] + child.stderr[-3000:]
-        assert child.returncode == 0, f"interpreted Triton tests failed (rc={child.returncode}):\n{report}"
-        assert " passed" in child.stdout, report
-        print(f"interpreted Triton suite: {elapsed:.0f} s\n{child.stdout[-1500:]}")
+        run_interpreted(__file__, "interpreted Triton tests")
 
     def test_cpu_tensors_need_the_interpreter():
         """Without TRITON_INTERPRET the backend serves CUDA tensors only, and says why not CPU."""

@@ -12,6 +12,9 @@ JS, SMILE, SigLIP), shared/design/CRITIC_BOUNDS.md.
     ops.py          the torch.library ops, fake kernels and autograd of the fused backends
     tiled.py        those ops in pure PyTorch, row tiles: the fused kernels' specification
     distributed.py  group=: gathered columns, local rows, the global log-sum-exps
+    triton.py       the fused ops as Triton kernels (kernels/critic/) on CUDA tensors
+    testing.py      random inputs, the float64 oracle, tolerances (tests and GPU checks)
+    checks.py       the GPU checks of python -m fastmi.validate
 """
 
 from .api import CriticBound, critic_bound

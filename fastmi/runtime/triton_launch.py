@@ -1,7 +1,9 @@
 """Launch machinery shared by the Triton backends of every op.
 
 - :func:`interpreting`: whether triton runs kernels in its CPU interpreter
-  (``TRITON_INTERPRET=1``, set before triton is imported), which is how CI runs them.
+  (``TRITON_INTERPRET=1``, set before triton is imported), which is how CI runs them;
+  :func:`triton_devices` and :func:`triton_unavailable_reason`: a Triton backend's
+  ``devices()`` and ``is_available()``.
 - :func:`split_float`: a Python float as two fp32 kernel arguments (hi, lo).
 - :func:`launch`: one kernel launch, through ``wrap_triton`` while torch.compile traces,
   else through a cached CompiledKernel runner (see below).
@@ -24,6 +26,29 @@ from torch._subclasses.functional_tensor import FunctionalTensor
 def interpreting() -> bool:
     """Whether triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_devices() -> tuple:
+    """The device types a Triton backend serves: CUDA, and CPU tensors under the interpreter."""
+    return ("cuda", "cpu") if interpreting() else ("cuda",)
+
+
+def triton_unavailable_reason():
+    """None when Triton kernels can run here, else why not (a backend's ``is_available``)."""
+    if interpreting():
+        return None
+    import torch as _torch
+
+    if not _torch.cuda.is_available():
+        return ("no CUDA device is visible (set TRITON_INTERPRET=1 before importing triton to run the "
+                "Triton kernels on CPU tensors in the interpreter)")
+    try:
+        import triton
+
+        triton.runtime.driver.active.get_current_target()
+    except Exception as exc:  # a broken driver or an unsupported GPU
+        return f"triton has no usable GPU driver ({type(exc).__name__}: {exc})"
+    return None
 
 
 def split_float(x: float) -> tuple:
@@ -72,14 +97,17 @@ FAST_LAUNCH = _fast_launch_default()
 
 
 def launch(kernel, grid: tuple, args: tuple, constexprs: dict, *, num_warps: int, runners: dict,
-           traced: bool) -> None:
+           traced: bool, num_stages: int = None) -> None:
     """``kernel[grid](*args, **constexprs)``. ``runners`` caches compiled launchers: the
-    caller keeps one dict per (shape, problem), which fixes the grid of each kernel."""
+    caller keeps one dict per (shape, problem), which fixes the grid of each kernel.
+    ``num_stages`` (software-pipelining depth of a kernel's fixed-trip loops) is triton's
+    default when None."""
+    options = dict(num_warps=num_warps) if num_stages is None else dict(num_warps=num_warps, num_stages=num_stages)
     if traced:  # torch.compile: inductor sees the kernel through wrap_triton
-        torch.library.wrap_triton(kernel)[grid](*args, **constexprs, num_warps=num_warps)
+        torch.library.wrap_triton(kernel)[grid](*args, **constexprs, **options)
         return
     if not FAST_LAUNCH or interpreting():
-        kernel[grid](*args, **constexprs, num_warps=num_warps)
+        kernel[grid](*args, **constexprs, **options)
         return
     tensors = [a for a in args if isinstance(a, Tensor)]
     aligned = all(t.data_ptr() % 16 == 0 for t in tensors)
@@ -88,7 +116,7 @@ def launch(kernel, grid: tuple, args: tuple, constexprs: dict, *, num_warps: int
     if runner is not None:
         runner(*args, *constexprs.values())  # constexprs are the kernels' last parameters, in order
         return
-    compiled = kernel[grid](*args, **constexprs, num_warps=num_warps)
+    compiled = kernel[grid](*args, **constexprs, **options)
     if aligned and compiled is not None:
         runners[key] = compiled[grid]
 

@@ -80,6 +80,33 @@ def run_checks(checks, *, budget: Optional[float] = None, report: Optional[Calla
     return outcomes
 
 
+# ---- helpers of the checks ----------------------------------------------------------------
+
+def dtype_name(dtype) -> str:
+    """``torch.bfloat16`` -> "bfloat16"."""
+    return str(dtype).split(".")[1]
+
+
+def sync(device) -> None:
+    """Waits for the device's work (a check's failure surfaces inside the check)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def needs_cuda(device, what: str) -> None:
+    """Raises Skip unless ``device`` is a CUDA device."""
+    if torch.device(device).type != "cuda":
+        raise Skip(f"{what} needs a CUDA device")
+
+
+def assert_bitwise_equal(a: list, b: list, what: str) -> None:
+    """Every tensor of ``a`` equal to its pair in ``b``, bit for bit (NaN equal to NaN)."""
+    for i, (u, v) in enumerate(zip(a, b)):
+        if not torch.equal(u.nan_to_num(7.0), v.nan_to_num(7.0)):
+            diff = (u.double() - v.double()).abs().nan_to_num(0).max().item()
+            raise AssertionError(f"{what}: output {i} differs (max |diff| {diff:.3g})")
+
+
 # ---- the GPU's identity and its record ---------------------------------------------------
 
 def driver_version() -> str:

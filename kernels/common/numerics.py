@@ -7,6 +7,8 @@
     online_lse_step(m, s, x)  one chunk of an online log-sum-exp over axis 1
     sub_max(x, m)             x - max, at the limit for +inf logits
     add_at / read_at          a scalar added into / read from a register vector's slot
+    lse_merge(ma, sa, mb, sb) two partial log-sum-exps (max, sum) merged into one
+    tile_lse(x, AXIS)         a tile's partial log-sum-exp along one axis
 
     softplus(x) = max(x, 0) + log1p(exp(-|x|))
 
@@ -94,3 +96,21 @@ def add_at(vec, idx, i, value):
 def read_at(vec, idx, i):
     """vec[i] of a register vector."""
     return tl.sum(tl.where(idx == i, vec, 0.0), axis=0)
+
+
+@triton.jit
+def lse_merge(m_a, s_a, m_b, s_b):
+    """Two partial log-sum-exps (max, sum exp(x - max)) of disjoint sets merged into one:
+    (m, s_a exp(m_a - m) + s_b exp(m_b - m)) with m = max(m_a, m_b), each difference
+    taken at its limit (sub_max): a (-inf, 0) side adds nothing, and with +inf maxima the
+    sum counts the +inf entries, as online_lse_step does."""
+    m = tl.maximum(m_a, m_b)
+    return m, s_a * tl.exp(sub_max(m_a, m)) + s_b * tl.exp(sub_max(m_b, m))
+
+
+@triton.jit
+def tile_lse(x, AXIS: tl.constexpr):
+    """The partial log-sum-exp (max, sum exp(x - max)) of a tile along AXIS (see sub_max
+    for the limits): merge it into a running one with lse_merge."""
+    m = tl.max(x, axis=AXIS)
+    return m, tl.sum(tl.exp(sub_max(x, tl.expand_dims(m, AXIS))), axis=AXIS)
