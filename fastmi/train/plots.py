@@ -15,6 +15,7 @@ import os
 from typing import List
 
 import torch
+from einops import rearrange
 
 from ..infogan.spec import Codes, LatentSpec
 
@@ -40,6 +41,12 @@ def sweep_latents(spec: LatentSpec, noise: torch.Tensor, code: int, columns: int
     return torch.cat([noise.expand(k * columns, -1), codes.to_generator_input()], dim=1)
 
 
+def tile_images(images: torch.Tensor, rows: int) -> torch.Tensor:
+    """[rows * columns, 1, h, w] images, row-major, as one [rows * h, columns * w] picture:
+    image r * columns + c in block (r, c)."""
+    return rearrange(images, "(r c) 1 h w -> (r h) (c w)", r=rows)
+
+
 @torch.no_grad()
 def sample_grid(generator: torch.nn.Module, spec: LatentSpec, noise: torch.Tensor, path: str,
                 title: str = "", columns: int = 10) -> None:
@@ -56,8 +63,7 @@ def sample_grid(generator: torch.nn.Module, spec: LatentSpec, noise: torch.Tenso
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.6), squeeze=False)
     first = len(spec.categorical) + 1
     for d, (ax, images) in enumerate(zip(axes[0], panels)):
-        side = images.shape[-1]
-        grid = images.reshape(k, columns, side, side).permute(0, 2, 1, 3).reshape(k * side, columns * side)
+        grid = tile_images(images, k)  # rows: c1's values; columns: the sweep
         ax.imshow(grid.numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(f"c{first + d}: -2 \u2192 2 (columns)", fontsize=9)
         ax.set_ylabel("c1 = 0 \u2026 9 (rows)", fontsize=9)
