@@ -35,3 +35,18 @@ def run_interpreted(test_file: str, what: str, timeout: int = 900) -> None:
     assert child.returncode == 0, f"{what} failed (rc={child.returncode}):\n{report}"
     assert " passed" in child.stdout, report
     print(f"{what}: {elapsed:.0f} s\n{child.stdout[-1500:]}")
+
+
+def check_cpu_tensors_need_the_interpreter(backend_module, registry, call_on_cpu) -> None:
+    """Without TRITON_INTERPRET a Triton backend serves CUDA tensors only, says why not CPU,
+    and ``call_on_cpu()`` (the op with backend="triton" on CPU tensors) raises a ValueError
+    naming triton."""
+    assert backend_module.devices() == ("cuda",)
+    reason = registry.unavailable_reason("triton", "cpu")
+    assert reason is not None and "cuda" in reason
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "TRITON_INTERPRET" in backend_module.is_available()
+        with pytest.raises(ValueError, match="triton"):
+            call_on_cpu()

@@ -33,7 +33,7 @@ import torch
 import fastmi
 from critic_helpers import CASES, ESTIMATORS, case_id, split_case
 
-from interpreted import INTERPRETED, run_interpreted
+from interpreted import INTERPRETED, check_cpu_tensors_need_the_interpreter, run_interpreted
 
 # kernels/critic/config.py values that make a few dozen rows a multi-program problem:
 # 16-row blocks on 2 warps (on 4, ptxas spilled a few bytes in some of these tiny
@@ -90,13 +90,7 @@ if not INTERPRETED:
         from fastmi.critic import triton as triton_backend
         from fastmi.critic.backends import REGISTRY
 
-        assert triton_backend.devices() == ("cuda",)
-        reason = REGISTRY.unavailable_reason("triton", "cpu")
-        assert reason is not None and "cuda" in reason
-        if not torch.cuda.is_available():
-            assert "TRITON_INTERPRET" in triton_backend.is_available()
-            with pytest.raises(ValueError, match="triton"):
-                fastmi.critic_bound(torch.ones(2, 3), torch.ones(2, 3), backend="triton")
+        check_cpu_tensors_need_the_interpreter(triton_backend, REGISTRY, lambda: fastmi.critic_bound(torch.ones(2, 3), torch.ones(2, 3), backend="triton"))
 
 else:
     from hypothesis import HealthCheck, given, settings

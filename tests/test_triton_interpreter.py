@@ -26,7 +26,7 @@ import torch
 
 import fastmi
 
-from interpreted import INTERPRETED, run_interpreted
+from interpreted import INTERPRETED, check_cpu_tensors_need_the_interpreter, run_interpreted
 
 MNIST = fastmi.LatentSpec(categorical=(10,), continuous=2)
 RICH = fastmi.LatentSpec(categorical=(3, 7), bernoulli=2, continuous=3, continuous_prior="normal", std=0.7)
@@ -91,13 +91,7 @@ if not INTERPRETED:
         from fastmi.infogan import triton as triton_backend
         from fastmi.infogan.backends import REGISTRY
 
-        assert triton_backend.devices() == ("cuda",)
-        reason = REGISTRY.unavailable_reason("triton", "cpu")
-        assert reason is not None and "cuda" in reason
-        if not torch.cuda.is_available():
-            assert "TRITON_INTERPRET" in triton_backend.is_available()
-            with pytest.raises(ValueError, match="triton"):
-                fastmi.infogan_loss(None, torch.zeros(2), torch.zeros(2, 14), MNIST.sample(2), MNIST, backend="triton")
+        check_cpu_tensors_need_the_interpreter(triton_backend, REGISTRY, lambda: fastmi.infogan_loss(None, torch.zeros(2), torch.zeros(2, 14), MNIST.sample(2), MNIST, backend="triton"))
 
 else:
     import math

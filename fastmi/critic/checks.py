@@ -28,7 +28,8 @@ import functools
 import torch
 
 from ..runtime.graphs import capture_graph
-from ..runtime.validation import Check, assert_bitwise_equal, dtype_name, needs_cuda, sync
+from ..runtime.validation import (Check, assert_bitwise_equal, dtype_name, needs_cuda, replay_concurrently,
+                                  replay_matches_eager, sync)
 from .api import critic_bound
 from .testing import check_backend, random_pair
 
@@ -172,16 +173,7 @@ def concurrent_graphs(backend, device) -> str:
     problems = _two_problems(device)
     alone = [_step(backend, *p, **SIGLIP) for p in problems]
     graphs = [capture_graph(functools.partial(_step, backend, *p, **SIGLIP)) for p in problems]
-    streams = [torch.cuda.Stream() for _ in problems]
-    for _ in range(5):
-        for (graph, _static), stream in zip(graphs, streams):
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                graph.replay()
-        torch.cuda.synchronize()
-        for i, (_graph, static) in enumerate(graphs):
-            assert_bitwise_equal(static, alone[i], f"graph {i}")
-    return "2 graphs x 5 concurrent replays: each equals its own eager result, bit for bit"
+    return replay_concurrently(graphs, alone, assert_bitwise_equal)
 
 
 def cuda_graph(backend, device) -> str:
@@ -190,17 +182,7 @@ def cuda_graph(backend, device) -> str:
     step = functools.partial(_step, backend, *leaves, **CLIP)
     graph, captured = capture_graph(step)
     new = _leaves(6000, 6000, 512, device, seed=5)
-    with torch.no_grad():
-        for leaf, src in zip(leaves, new):
-            leaf.copy_(src)
-    graph.replay()
-    torch.cuda.synchronize()
-    replay = [t.clone() for t in captured]
-    eager = step()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert_bitwise_equal(replay, eager, "graph replay vs eager on the same data")
-    assert_bitwise_equal(replay, captured, "two replays")
+    replay_matches_eager(graph, captured, step, lambda: [leaf.copy_(src) for leaf, src in zip(leaves, new)])
     return "B=6000 d=512 bfloat16 symmetric infonce: replay == eager, bit for bit, twice"
 
 

@@ -25,7 +25,8 @@ import functools
 import torch
 
 from ..runtime.graphs import capture_graph
-from ..runtime.validation import Check, Skip
+from ..runtime.validation import (Check, Skip, assert_bitwise_equal, dtype_name, needs_cuda, replay_concurrently,
+                                  replay_matches_eager, sync)
 from .api import infogan_loss
 from .testing import (CONT_ONLY, FLOAT32, HUGE, MNIST, MULTI, RICH, TOLERANCES, WIDE, check_backend, random_case,
                       random_upstream)
@@ -59,20 +60,6 @@ LAYOUTS = [
 ]
 
 
-def _dtype_name(dtype) -> str:
-    return str(dtype).split(".")[1]
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _needs_cuda(device, what: str) -> None:
-    if torch.device(device).type != "cuda":
-        raise Skip(f"{what} needs a CUDA device")
-
-
 def _leaves(case):
     return [None if t is None else t.detach().clone().requires_grad_(True) for t in case[:3]]
 
@@ -87,37 +74,30 @@ def _step(backend, spec, leaves, codes, upstream, **options) -> list:
             out.stats.mi_bernoulli, out.stats.mi_continuous, *grads]
 
 
-def _equal(a: list, b: list, what: str) -> None:
-    for i, (x, y) in enumerate(zip(a, b)):
-        if not torch.equal(x.nan_to_num(7.0), y.nan_to_num(7.0)):
-            diff = (x.double() - y.double()).abs().nan_to_num(0).max().item()
-            raise AssertionError(f"{what}: output {i} differs (max |diff| {diff:.3g})")
-
-
 # ---- the checks ---------------------------------------------------------------------------------
 
 def correctness(backend, device, spec, batch, dtype, options, kwargs) -> str:
     check_backend(backend, spec, batch, dtype, seed=batch % 1000, options=options, device=device, confident=True,
                   **kwargs)
-    _sync(device)
-    return f"B={batch} W={spec.q_width} {_dtype_name(dtype)}"
+    sync(device)
+    return f"B={batch} W={spec.q_width} {dtype_name(dtype)}"
 
 
 def forced_layout(device, layout, spec, batch, dtype) -> str:
-    _needs_cuda(device, "the cuda backend")
+    needs_cuda(device, "the cuda backend")
     from . import cuda
     ext = cuda.extension()
     ext.set_override(layout, 0)
     try:
         check_backend("cuda", spec, batch, dtype, seed=7, device=device, confident=True)
-        _sync(device)
+        sync(device)
     finally:
         ext.set_override(-1, 0)
-    return f"B={batch} W={spec.q_width} {_dtype_name(dtype)}"
+    return f"B={batch} W={spec.q_width} {dtype_name(dtype)}"
 
 
 def no_host_sync(backend, device) -> str:
-    _needs_cuda(device, "torch.cuda.set_sync_debug_mode")
+    needs_cuda(device, "torch.cuda.set_sync_debug_mode")
     case = random_case(RICH, 5000, device=device, confident=True)
     leaves, up = _leaves(case), random_upstream(0, device=device)
     _step(backend, RICH, leaves, case.codes, up)  # builds, compiles, first-call allocations
@@ -139,8 +119,8 @@ def determinism_and_inputs(backend, device) -> str:
     leaves, up = _leaves(case), random_upstream(0, device=device)
     first = _step(backend, MULTI, leaves, case.codes, up)
     second = _step(backend, MULTI, leaves, case.codes, up)
-    _sync(device)
-    _equal(first, second, "two identical calls")
+    sync(device)
+    assert_bitwise_equal(first, second, "two identical calls")
     for leaf, src in zip(leaves, (case.real, case.fake, case.q)):
         if not torch.equal(leaf.detach(), src):
             raise AssertionError("an input was modified")
@@ -174,7 +154,7 @@ def invalid_codes(backend, device) -> str:
 def large_offsets(backend, device) -> str:
     """B x W > 2^31 elements: a batch of n rows repeated; with mean reduction the losses
     equal the small batch's and each gradient row is the small one's times n / B."""
-    _needs_cuda(device, "a batch of 2.2e9 elements")
+    needs_cuda(device, "a batch of 2.2e9 elements")
     n, reps = 1000, 160_000                 # B = 160,000,000 rows x W = 14 = 2.24e9 elements
     spec, dtype = MNIST, BF16
     small = random_case(spec, n, dtype=dtype, device=device, seed=4, index_dtype=torch.int32)
@@ -207,7 +187,7 @@ def _two_cases(device):
 def concurrent_streams(backend, device) -> str:
     """Two forward + backward steps launched on two streams at once give each its own
     result (as computed alone), bit for bit: no launch shares reduction state."""
-    _needs_cuda(device, "concurrent CUDA streams")
+    needs_cuda(device, "concurrent CUDA streams")
     cases, up = _two_cases(device), random_upstream(0, device=device)
     alone = [_step(backend, MULTI, _leaves(c), c.codes, up) for c in cases]
     torch.cuda.synchronize()
@@ -221,34 +201,25 @@ def concurrent_streams(backend, device) -> str:
                 results[i] = _step(backend, MULTI, leaves[i], case.codes, up)
         torch.cuda.synchronize()
         for i in range(2):
-            _equal(results[i], alone[i], f"stream {i}")
+            assert_bitwise_equal(results[i], alone[i], f"stream {i}")
     return "2 streams x 5 rounds: each equals its own eager result, bit for bit"
 
 
 def concurrent_graphs(backend, device) -> str:
     """Two CUDA graphs (captured, hence on the capture stream) replayed on two streams at
     once give each its own eager result, bit for bit."""
-    _needs_cuda(device, "CUDA graphs")
+    needs_cuda(device, "CUDA graphs")
     cases, up = _two_cases(device), random_upstream(0, device=device)
     alone = [_step(backend, MULTI, _leaves(c), c.codes, up) for c in cases]
     graphs = []
     for case in cases:
         leaves = _leaves(case)
         graphs.append(capture_graph(functools.partial(_step, backend, MULTI, leaves, case.codes, up)))
-    streams = [torch.cuda.Stream() for _ in cases]
-    for _ in range(5):
-        for (graph, _static), stream in zip(graphs, streams):
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                graph.replay()
-        torch.cuda.synchronize()
-        for i, (_graph, static) in enumerate(graphs):
-            _equal(static, alone[i], f"graph {i}")
-    return "2 graphs x 5 concurrent replays: each equals its own eager result, bit for bit"
+    return replay_concurrently(graphs, alone, assert_bitwise_equal)
 
 
 def cuda_graph(backend, device, spec, batch, dtype) -> str:
-    _needs_cuda(device, "CUDA graphs")
+    needs_cuda(device, "CUDA graphs")
     case = random_case(spec, batch, dtype=dtype, device=device, seed=1, confident=True)
     leaves, up, codes = _leaves(case), random_upstream(0, device=device), case.codes
 
@@ -257,22 +228,14 @@ def cuda_graph(backend, device, spec, batch, dtype) -> str:
 
     graph, captured = capture_graph(step)
     new = random_case(spec, batch, dtype=dtype, device=device, seed=2, confident=True)
-    with torch.no_grad():
-        for leaf, src in zip(leaves, new[:3]):
-            if leaf is not None:
-                leaf.copy_(src)
-        for dst, src in zip(codes[:3], new.codes[:3]):
+
+    def refill():
+        for dst, src in [*zip(leaves, new[:3]), *zip(codes[:3], new.codes[:3])]:
             if dst is not None:
                 dst.copy_(src)
-    graph.replay()
-    torch.cuda.synchronize()
-    replay = [t.clone() for t in captured]
-    eager = step()
-    graph.replay()
-    torch.cuda.synchronize()
-    _equal(replay, eager, "graph replay vs eager on the same data")
-    _equal(replay, captured, "two replays")
-    return f"B={batch} {_dtype_name(dtype)}: replay == eager, bit for bit, twice"
+
+    replay_matches_eager(graph, captured, step, refill)
+    return f"B={batch} {dtype_name(dtype)}: replay == eager, bit for bit, twice"
 
 
 def compiled(backend, device, spec, batch, dtype) -> str:
@@ -291,12 +254,12 @@ def compiled(backend, device, spec, batch, dtype) -> str:
         outs = f(*leaves)
         grads = torch.autograd.grad(outs[:3], leaves, up)
         results.append([*outs, *grads])
-    _sync(device)
+    sync(device)
     rtol, atol, _ = FLOAT32 if dtype != F64 else TOLERANCES[F64]
     for i, (a, b) in enumerate(zip(*results)):
         torch.testing.assert_close(b, a, rtol=rtol, atol=atol * a.abs().max().item(),
                                    msg=lambda m: f"output {i}: compiled vs eager: {m}")
-    return f"B={batch} {_dtype_name(dtype)}: fullgraph ({compile_backend}), matches eager"
+    return f"B={batch} {dtype_name(dtype)}: fullgraph ({compile_backend}), matches eager"
 
 
 def checks(backends, device="cuda", *, quick: bool = False, full: bool = False) -> list:
@@ -306,11 +269,11 @@ def checks(backends, device="cuda", *, quick: bool = False, full: bool = False) 
     cases = CORRECTNESS[:QUICK] if quick else CORRECTNESS
     for backend in backends:
         for name, spec, batch, dtype, options, kwargs in cases:
-            out.append(Check("infogan", f"{backend}: oracle, {name} B={batch} {_dtype_name(dtype)}",
+            out.append(Check("infogan", f"{backend}: oracle, {name} B={batch} {dtype_name(dtype)}",
                              functools.partial(correctness, backend, device, spec, batch, dtype, options, kwargs)))
     if "cuda" in backends:
         for name, layout, spec, batch, dtype in LAYOUTS[: 3 if quick else None]:
-            out.append(Check("infogan", f"cuda: oracle, forced {name} layout, B={batch} {_dtype_name(dtype)}",
+            out.append(Check("infogan", f"cuda: oracle, forced {name} layout, B={batch} {dtype_name(dtype)}",
                              functools.partial(forced_layout, device, layout, spec, batch, dtype)))
     for backend in backends:
         out += [

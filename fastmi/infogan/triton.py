@@ -33,33 +33,25 @@ graphs cannot disturb each other's results; the backward is one launch.
 from typing import Optional
 
 import torch
-import triton  # an ImportError here tells the registry that triton is missing
+import triton  # noqa: F401  (an ImportError here tells the registry that triton is missing)
 from torch import Tensor
 
 from ..kernels.infogan import config
 from ..kernels.infogan.backward import infogan_backward_kernel
 from ..kernels.infogan.forward import infogan_finalize_kernel, infogan_forward_kernel
-from ..runtime.triton_launch import DeviceGuard, interpreting, new_output, split_float, tracing
+from ..runtime.triton_launch import (DeviceGuard, new_output, split_float, tracing, triton_devices,
+                                     triton_unavailable_reason)
 from ..runtime.triton_launch import launch as launch_kernel
 from ..runtime.library import register_triton
 from .ops import define_fused_ops
 
 
 def devices() -> tuple:
-    return ("cuda", "cpu") if interpreting() else ("cuda",)
+    return triton_devices()
 
 
 def is_available():
-    if interpreting():
-        return None
-    if not torch.cuda.is_available():
-        return ("no CUDA device is visible (set TRITON_INTERPRET=1 before importing triton to run the "
-                "Triton kernels on CPU tensors in the interpreter)")
-    try:
-        triton.runtime.driver.active.get_current_target()
-    except Exception as exc:  # a broken driver or an unsupported GPU
-        return f"triton has no usable GPU driver ({type(exc).__name__}: {exc})"
-    return None
+    return triton_unavailable_reason()
 
 
 # ---- launch preparation, cached per shape and problem ------------------------------------

@@ -93,6 +93,39 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def replay_concurrently(graphs, expected, equal, rounds: int = 5) -> str:
+    """Replays each captured ``(graph, static outputs)`` (:func:`fastmi.runtime.graphs.
+    capture_graph`) on a stream of its own, all at once, ``rounds`` times; after each round
+    ``equal(static, expected[i], what)`` must hold. Two graphs are captured on one capture
+    stream: a reduction state they shared would corrupt one of them here."""
+    streams = [torch.cuda.Stream() for _ in graphs]
+    for _ in range(rounds):
+        for (graph, _static), stream in zip(graphs, streams):
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                graph.replay()
+        torch.cuda.synchronize()
+        for i, (_graph, static) in enumerate(graphs):
+            equal(static, expected[i], f"graph {i}")
+    return f"{len(graphs)} graphs x {rounds} concurrent replays: each equals its own eager result, bit for bit"
+
+
+def replay_matches_eager(graph, captured: list, step, refill) -> None:
+    """``refill()`` writes new data into the inputs a graph of ``step`` was captured on; its
+    replay must then equal an eager ``step()`` on the same data, and a second replay the
+    first, bit for bit."""
+    with torch.no_grad():
+        refill()
+    graph.replay()
+    torch.cuda.synchronize()
+    replay = [t.clone() for t in captured]
+    eager = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_bitwise_equal(replay, eager, "graph replay vs eager on the same data")
+    assert_bitwise_equal(replay, captured, "two replays")
+
+
 def needs_cuda(device, what: str) -> None:
     """Raises Skip unless ``device`` is a CUDA device."""
     if torch.device(device).type != "cuda":
