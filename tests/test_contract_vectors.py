@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import fastmi
+from helpers import emulate_cuda_backend
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "contract_vectors.json").read_text())["cases"]
 
@@ -20,9 +21,13 @@ def _spec(case):
                              continuous=s["continuous"], std=s["std"], continuous_prior=s["continuous_prior"])
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "cuda-emulated"])
 @pytest.mark.parametrize("index", range(len(VECTORS)))
-def test_contract_vector(backend, index):
+def test_contract_vector(backend, index, monkeypatch):
+    """``cuda-emulated``: the CUDA kernels' CPU emulation (tests/helpers.py) on CPU tensors."""
+    if backend == "cuda-emulated":
+        emulate_cuda_backend(monkeypatch)
+        backend = "cuda"
     case = VECTORS[index]
     spec = _spec(case)
     inputs = case["inputs"]

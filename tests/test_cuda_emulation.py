@@ -22,8 +22,8 @@ from fastmi.infogan import cuda
 from fastmi.infogan.backends import REGISTRY
 from fastmi.infogan.inputs import prepare_inputs
 from fastmi.infogan.problem import make_problem
-from helpers import (BERN_ONLY, CONT_ONLY, HUGE, MNIST, MULTI, RICH, WIDE, assert_close, check_backend, oracle,
-                     random_case, random_upstream)
+from helpers import (BERN_ONLY, CONT_ONLY, HUGE, MNIST, MULTI, RICH, WIDE, assert_close, check_backend,
+                     emulate_cuda_backend, oracle, random_case, random_upstream)
 
 TILE, WARP, BLOCK, AUTO = 0, 1, 2, -1
 
@@ -296,20 +296,14 @@ def test_public_api_through_the_cuda_backend_module(ext, monkeypatch, spec, batc
     """fastmi.infogan_loss(backend="cuda") end to end (registry, cuda.loss, the eager
     autograd.Function of define_fused_ops, the binding, the kernels), with the emulated
     kernels standing in for the GPU build and CPU tensors for CUDA ones."""
-    monkeypatch.setattr(cuda, "devices", lambda: ("cuda", "cpu"))
-    monkeypatch.setattr(cuda, "extension", lambda: ext)
-    monkeypatch.setattr(REGISTRY, "_resolved", {})
-    monkeypatch.setattr(REGISTRY, "_entries", {})
+    emulate_cuda_backend(monkeypatch, ext)
     check_backend("cuda", spec, batch, dtype, seed=batch, confident=True, real_batch=batch + 5)
 
 
 def test_public_api_compiles_without_graph_breaks(ext, monkeypatch):
     """torch.compile(fullgraph=True) of fastmi.infogan_loss(backend="cuda"): the registry
     resolves at trace time and the kernels run as the fastmi::cuda_* custom ops."""
-    monkeypatch.setattr(cuda, "devices", lambda: ("cuda", "cpu"))
-    monkeypatch.setattr(cuda, "extension", lambda: ext)
-    monkeypatch.setattr(REGISTRY, "_resolved", {})
-    monkeypatch.setattr(REGISTRY, "_entries", {})
+    emulate_cuda_backend(monkeypatch, ext)
     spec = MNIST
     case = random_case(spec, 70, seed=4)
     upstream = tuple(u.float() for u in random_upstream(4))
@@ -357,11 +351,8 @@ def test_more_categorical_codes_than_the_kernel_argument_holds(ext, monkeypatch)
     backend='auto' (were it to choose cuda) runs the reference instead."""
     from fastmi.infogan import cuda as cuda_backend
     assert cuda_backend.MAX_CATEGORICAL == ext.MAX_CATEGORICAL
-    monkeypatch.setattr(cuda, "devices", lambda: ("cuda", "cpu"))
-    monkeypatch.setattr(cuda, "extension", lambda: ext)
+    emulate_cuda_backend(monkeypatch, ext)
     monkeypatch.setattr(REGISTRY, "_resolved", {("auto", "cpu"): "cuda"})
-    monkeypatch.setattr(REGISTRY, "_entries", {})
-    monkeypatch.setattr(REGISTRY, "_limits", {})
     spec = fastmi.LatentSpec(categorical=(2,) * (ext.MAX_CATEGORICAL + 1), continuous=1)
     case = random_case(spec, 6, seed=3)
     with pytest.raises(ValueError, match=r"backend 'cuda' cannot run this call: the cuda backend takes at most "

@@ -16,9 +16,7 @@ import pytest
 import torch
 
 import fastmi
-from fastmi.infogan import cuda
-from fastmi.infogan.backends import REGISTRY
-from helpers import assert_close, random_case
+from helpers import assert_close, emulate_cuda_backend, random_case
 
 SPEC = fastmi.LatentSpec(categorical=(4, 3), bernoulli=2, continuous=2, continuous_prior="normal")
 BACKENDS = ["reference", "cpu", "cuda"]
@@ -29,14 +27,7 @@ def backend(request, monkeypatch):
     """The backend's name; "cuda" stands for the CUDA kernels' CPU emulation on CPU tensors."""
     name = request.param
     if name == "cuda":
-        try:
-            ext = cuda.emulation_extension()
-        except Exception as exc:  # no C++ compiler: nothing to emulate with
-            pytest.skip(f"the CPU emulation of the CUDA kernels does not build here: {exc}")
-        monkeypatch.setattr(cuda, "devices", lambda: ("cuda", "cpu"))
-        monkeypatch.setattr(cuda, "extension", lambda: ext)
-        for cache in ("_resolved", "_entries", "_limits"):
-            monkeypatch.setattr(REGISTRY, cache, {})
+        emulate_cuda_backend(monkeypatch)
     return name
 
 
