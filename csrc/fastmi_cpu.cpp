@@ -5,7 +5,7 @@
 //
 //   bind_cpu_hooks   csrc/common/cpu/hooks.cpp
 //   bind_infogan     csrc/infogan/cpu/binding.cpp          (kernels: csrc/infogan/cpu/kernels.cpp)
-//   bind_critic      csrc/critic/cpu/critic_binding.cpp   (kernels: csrc/critic/cpu/critic_kernels.cpp)
+//   bind_critic      csrc/critic/cpu/critic_binding.cpp   (kernels: csrc/critic/cpu/critic_*.cpp)
 
 #include <pybind11/pybind11.h>
 

@@ -6,7 +6,7 @@ of torch's BLAS into a per-thread scratch buffer and reduced at once: the forwar
 only the partials and the per-row / per-column log-sum-exps (O(B + N)), the backward
 recomputes each tile and accumulates dx, dy, dscale and dbias. Extra memory is
 O((B + N) d + threads x tile^2), never O(B N); the result is bit-identical for any
-thread count (csrc/critic/cpu/critic_kernels.cpp says how). float32 and float64 inputs run in
+thread count (csrc/critic/cpu/tiles.h says how). float32 and float64 inputs run in
 place; bfloat16 and float16 inputs as float32 copies, gradients rounded back once.
 
 Eager calls go through ops.py's ``torch.autograd.Function`` (a C++ autograd node saves

@@ -1,5 +1,6 @@
-// fastmi critic_bound CPU kernels: the interface between the kernels (critic_kernels.cpp, no
-// torch headers) and the torch glue (critic_binding.cpp).
+// fastmi critic_bound CPU kernels: the interface between the kernels (no torch headers:
+// critic_forward.cpp, critic_backward.cpp, critic_schedule.cpp, sharing tiles.h) and the
+// torch glue (critic_binding.cpp).
 //
 //   forward_kernel    the partials of one row problem (fastmi/critic/bounds.py) and the
 //                     row / column log-sum-exps the backward needs, tile by tile
@@ -7,9 +8,9 @@
 //
 // The score matrix S[i, j] = scale <x_i, y_j> + bias (B x N, positives S[i, i + offset])
 // is never stored: it is cut into tiles of tile_rows x tile_cols scores, each computed by
-// one GEMM into a per-thread scratch buffer and reduced at once (critic_kernels.cpp says how,
+// one GEMM into a per-thread scratch buffer and reduced at once (tiles.h says how,
 // and why the result is bit-identical for any thread count). The GEMM is not ours: the
-// glue hands the kernels a callback to torch's (MKL, OpenBLAS, ...), so critic_kernels.cpp
+// glue hands the kernels a callback to torch's (MKL, OpenBLAS, ...), so the kernels
 // compiles with a plain C++ compiler for any target (tests/test_cpu_portable.py).
 //
 // A, the element type, is float (float32 inputs; the glue converts bfloat16 / float16
@@ -78,13 +79,13 @@ struct Tiles {
 };
 
 // The default tiles for B rows and N columns: square tiles of up to kMaxTile, smaller
-// for a small B so that there are at least 4 row tiles (the scheduler of critic_kernels.cpp
+// for a small B so that there are at least 4 row tiles (the scheduler of tiles.h
 // keeps R - 1 tasks between dependent ones), wider columns when N >> B. tile > 0
 // forces tile x tile (tests, benchmarks).
 constexpr int64_t kMaxTile = 256;
 Tiles plan_tiles(int64_t B, int64_t N, int64_t tile = 0);
 
-// The schedule of critic_kernels.cpp: row tile r visits column tile (r + t) mod C at step t.
+// The schedule of tiles.h: row tile r visits column tile (r + t) mod C at step t.
 // previous_visitor is the task (row tile, step) that visited that column tile just before
 // (r, t), or {-1, -1} for its first visitor: the task whose column updates must precede.
 struct Visitor {
@@ -114,13 +115,16 @@ void backward_kernel(const Problem<A>& p, const RunConfig& cfg, const Gemm<A>& g
                      const double* partials, const A* row_lse, const A* col_lse, A* grad_x, A* grad_y,
                      double* grad_scale, double* grad_bias);
 
-#define FASTMI_CRITIC_CPU_KERNELS(EXTERN, A)                                                                   \
-  EXTERN template void forward_kernel<A>(const Problem<A>&, const RunConfig&, const Gemm<A>&, double*, A*, A*); \
-  EXTERN template void backward_kernel<A>(const Problem<A>&, const RunConfig&, const Gemm<A>&, const double*,   \
+#define FASTMI_CRITIC_CPU_FORWARD(EXTERN, A) \
+  EXTERN template void forward_kernel<A>(const Problem<A>&, const RunConfig&, const Gemm<A>&, double*, A*, A*);
+#define FASTMI_CRITIC_CPU_BACKWARD(EXTERN, A)                                                                 \
+  EXTERN template void backward_kernel<A>(const Problem<A>&, const RunConfig&, const Gemm<A>&, const double*, \
                                           const double*, const A*, const A*, A*, A*, double*, double*);
 #define FASTMI_CRITIC_CPU_ALL_KERNELS(EXTERN) \
-  FASTMI_CRITIC_CPU_KERNELS(EXTERN, float)    \
-  FASTMI_CRITIC_CPU_KERNELS(EXTERN, double)
+  FASTMI_CRITIC_CPU_FORWARD(EXTERN, float)    \
+  FASTMI_CRITIC_CPU_FORWARD(EXTERN, double)   \
+  FASTMI_CRITIC_CPU_BACKWARD(EXTERN, float)   \
+  FASTMI_CRITIC_CPU_BACKWARD(EXTERN, double)
 
 FASTMI_CRITIC_CPU_ALL_KERNELS(extern)
 
