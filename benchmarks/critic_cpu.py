@@ -143,8 +143,8 @@ def markdown(env: dict, rows: list, elapsed: float, command: str) -> str:
                      f"warm-up {r['warmup_s']:.1f} s |")
     lines += ["", "Time per step: the median of the timed steps after a warm-up (the warm-up includes the "
               "native build's load and torch.compile's compilation; fastmi at B = 65,536 warms up at B = 1,024). "
-              "Peak above inputs: the child process's resident-set high-water mark during the timed steps "
-              "(reset after the warm-up) minus its resident set before them; gradients and every temporary "
+              "Peak above inputs: the child process's resident-set high-water mark during a timed step "
+              "(reset before it) minus its resident set before it, the largest over the steps; gradients and every temporary "
               "count, glibc returns every buffer of 64 KiB or more to the kernel on free "
               "(MALLOC_MMAP_THRESHOLD_=65536), fastmi's gradient pool is emptied first.", ""]
     return "\n".join(lines)

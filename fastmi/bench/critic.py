@@ -16,9 +16,10 @@ the logit scale a float32 parameter exponentiated as CLIP does):
 
 Peak memory (:func:`measure_in_child`): one process per case, which builds the inputs,
 warms the provider up (the build, torch.compile), frees the fused backend's gradient
-pool, resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``) and
-reads ``VmHWM - VmRSS`` around the timed steps: the memory the steps add above the
-inputs, gradients included. glibc keeps freed small blocks and reuses them unseen, so the
+pool, and before each timed step resets the kernel's resident-set high-water mark
+(``/proc/self/clear_refs``) and reads ``VmHWM - VmRSS`` right after it: the memory a step
+adds above the inputs, gradients included (the largest over the steps; the finiteness
+check of the results comes after the reading). glibc keeps freed small blocks and reuses them unseen, so the
 child runs with ``MALLOC_MMAP_THRESHOLD_=65536``: every buffer of 64 KiB or more is fresh
 memory from the kernel and goes back on free (for every provider alike).
 
@@ -190,18 +191,19 @@ def run_case(spec: dict) -> dict:
         cpu_extension.set_poison_outputs(False)
         cpu_extension.empty_cache()
     inputs_bytes = sum(t.numel() * t.element_size() for t in inputs)
-    reset = _reset_high_water_mark()
-    base_kib = _status_kib("VmRSS")
-    times, value = [], None
+    times, peaks, value, finite = [], [], None, True
     for _ in range(int(spec.get("steps", 3))):
+        reset = _reset_high_water_mark()
+        base_kib = _status_kib("VmRSS")
         started = time.perf_counter()
         value, grads = step(fn, loss, inputs)
         times.append(time.perf_counter() - started)
-        finite = bool(torch.isfinite(value)) and all(bool(torch.isfinite(g).all()) for g in grads)
+        if reset:  # read before the check below, whose temporaries (isfinite's abs copy) are not the step's
+            peaks.append((_status_kib("VmHWM") - base_kib) * 1024)
+        finite = finite and bool(torch.isfinite(value)) and all(bool(torch.isfinite(g).all()) for g in grads)
         del grads
-    peak_kib = _status_kib("VmHWM") if reset else None
     return {**spec, "seconds": statistics.median(times), "times": times, "warmup_s": warmup_s,
-            "peak_above_inputs": None if peak_kib is None else (peak_kib - base_kib) * 1024,
+            "peak_above_inputs": max(peaks) if peaks else None,
             "inputs_bytes": inputs_bytes, "loss_value": float(value), "finite": finite,
             "threads_used": torch.get_num_threads()}
 
