@@ -1,8 +1,9 @@
 """The CPU kernels are plain C++: every torch-free source of the CPU library
 (``fastmi.runtime.cpu_extension.KERNEL_SOURCES``, with the csrc/common and csrc/<op>
 headers they include) compiles with ``-O2 -fopenmp -c`` and no torch include path, for
-the host and for aarch64, and the object holds the forward and backward kernel of every
-storage dtype (float, double, bf16_t, f16_t) and index type.
+the host and for aarch64, and the objects hold the forward and backward kernel of every
+storage dtype and index type: infogan's (float, double, bf16_t, f16_t) and critic's
+(float, double: the glue converts 16-bit inputs to float32).
 
 The aarch64 build needs the cross compiler (Debian / Ubuntu: ``apt-get install -y
 g++-aarch64-linux-gnu``); without it that test skips and says so.
@@ -21,6 +22,7 @@ from fastmi.runtime import cpu_extension, native_build
 CSRC = native_build.SOURCE_DIR
 CROSS = "aarch64-linux-gnu-g++"
 DTYPES = ("float", "double", "fastmi::bf16_t", "fastmi::f16_t")
+CRITIC_DTYPES = ("float", "double")
 
 
 def compile_kernels(compiler: str, flags: list, tmp_path) -> list:
@@ -48,6 +50,9 @@ def assert_every_instantiation(symbols: str):
             found = re.findall(rf"^\S+ [TW] void fastmi::infogan::{kernel}<{re.escape(dtype)}, (int|long), "
                                rf"(float|double)>\(", symbols, re.M)
             assert sorted(i for i, _ in found) == ["int", "long"], f"{kernel}<{dtype}, ...>: {found}"
+        for dtype in CRITIC_DTYPES:
+            assert re.search(rf"^\S+ [TW] void fastmi::critic::{kernel}<{dtype}>\(", symbols, re.M), \
+                f"fastmi::critic::{kernel}<{dtype}> is not in the kernel objects"
 
 
 def host_compiler() -> str:

@@ -6,8 +6,8 @@ Data: x, eps ~ N(0, I_d) with d = 20, y = rho x + sqrt(1 - rho^2) eps, so that
 I(X; Y) = -d/2 log(1 - rho^2), i.e. rho = sqrt(1 - exp(-2 I / d)) for a target I.
 Critic: separable, f(x, y) = g(x)^T h(y) with g, h MLPs d -> 256 -> 256 -> 32 (ReLU), as
 in the paper (siglip adds a learnable bias, as SigLIP does); the scores of a batch of 64
-pairs are the matrix critic_bound reduces (backend "auto": the reference until a fused
-CPU backend is there).
+pairs are the matrix critic_bound reduces (backend "auto": the fused "cpu" backend on CPU
+tensors).
 Training: Adam, learning rate 5e-4, batch 64, one critic per estimator trained through
 the five steps in turn (the paper: 4,000 iterations per step; here 1,000 by default, so
 that all six estimators run in a few minutes on two CPU cores). The estimate of each

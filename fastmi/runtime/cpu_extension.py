@@ -12,8 +12,11 @@ from .native_build import build, host_isa_flags, unavailable_reason
 
 # Paths relative to csrc/. The kernels include no torch header: they compile with a
 # plain C++ compiler, for any target GCC's vector extensions and OpenMP reach
-# (tests/test_cpu_portable.py compiles them for the host and for aarch64).
-KERNEL_SOURCES = ("infogan/cpu/kernels.cpp",)
+# (tests/test_cpu_portable.py compiles them for the host and for aarch64). torch's build
+# file names each object after its source's base name, so no two sources may share one
+# (hence critic/cpu/critic_*.cpp beside infogan's kernels.cpp).
+KERNEL_SOURCES = ("infogan/cpu/kernels.cpp", "critic/cpu/critic_schedule.cpp",
+                  "critic/cpu/critic_forward.cpp", "critic/cpu/critic_backward.cpp")
 # The module, the library-wide test hooks, then each op's tensor glue and autograd node.
 SOURCES = (
     "fastmi_cpu.cpp",
@@ -21,6 +24,7 @@ SOURCES = (
     *KERNEL_SOURCES,
     "infogan/cpu/binding.cpp",
     "infogan/cpu/autograd.cpp",
+    "critic/cpu/critic_binding.cpp",
 )
 
 _extension = None
