@@ -28,6 +28,12 @@ def test_contract_vector(backend, index, monkeypatch):
     if backend == "cuda-emulated":
         emulate_cuda_backend(monkeypatch)
         backend = "cuda"
+    check_contract_vector(backend, index)
+
+
+def check_contract_vector(backend: str, index: int) -> None:
+    """Case ``index`` through ``backend``: losses, stats and gradients to float64 precision
+    (tests/test_triton_interpreter.py runs it on the Triton kernels too)."""
     case = VECTORS[index]
     spec = _spec(case)
     inputs = case["inputs"]

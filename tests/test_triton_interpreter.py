@@ -120,7 +120,7 @@ else:
     # The suite's backend-generic checks, run on this backend too.
     @pytest.mark.parametrize("index", range(len(contract.VECTORS)))
     def test_contract_vectors(index):
-        contract.test_contract_vector("triton", index)
+        contract.check_contract_vector("triton", index)
 
     @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
     def test_extreme_logits(dtype):

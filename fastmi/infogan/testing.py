@@ -77,11 +77,11 @@ def random_case(spec: LatentSpec, batch: int, *, real_batch: Optional[int] = Non
     codes = Codes(codes.categorical.to(index_dtype), codes.bernoulli.to(bernoulli_dtype),
                   codes.continuous.to(torch.float32 if dtype != torch.float64 else torch.float64), spec=spec)
 
-    def put(t):
+    def in_dtype_on_device(t):
         return None if t is None else t.to(dtype).to(device)
 
     codes = Codes(*(None if t is None else t.to(device) for t in codes[:3]), spec=spec)
-    return Case(put(real), put(fake), put(q), codes)
+    return Case(in_dtype_on_device(real), in_dtype_on_device(fake), in_dtype_on_device(q), codes)
 
 
 def random_upstream(seed: int = 0, dtype=torch.float32, device="cpu") -> tuple:
