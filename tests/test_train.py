@@ -196,6 +196,131 @@ def test_checkpoint_write_is_atomic(tmp_path):
         ckpt.load(str(tmp_path / "junk.pt"))
 
 
+# ---- faults: a bad --out, a killed checkpoint write, a damaged checkpoint --------------------
+
+def _bad_out_dirs(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    # /proc itself: an existing folder that takes no files, even from root, who writes
+    # through a mode 0555 folder; below it, a folder that cannot be made
+    return {"read-only folder": str(read_only), "/proc": "/proc", "under /proc": "/proc/fastmi-train-run",
+            "below a file": str(a_file / "run"), "a file": str(a_file)}
+
+
+@pytest.mark.parametrize("case", ["read-only folder", "/proc", "under /proc", "below a file", "a file"])
+def test_unwritable_out_is_a_one_line_error_before_training(case, tmp_path, capsys, monkeypatch):
+    """Before the check, a read-only --out (or /proc) trained until its first metrics
+    line and died there with a traceback; below a file or under /proc, os.makedirs
+    raised one. Now each is one line, before the data is even read."""
+    out = _bad_out_dirs(tmp_path)[case]
+    if case == "read-only folder":
+        try:  # root writes through permission bits: nothing to check there
+            (tmp_path / "read-only" / "probe").write_text("")
+            pytest.skip("this user can write to a mode 0555 folder (root)")
+        except PermissionError:
+            pass
+    from fastmi.train import trainer
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the run read its data: the --out check came too late")
+
+    monkeypatch.setattr(trainer, "load_dataset", no_data)
+    with pytest.raises(SystemExit) as e:
+        _run(["--preset", "smoke", "--steps", "10", "--log-every", "1", "--no-eval", "--out", out])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2
+    assert len(err.splitlines()) == 1 and err.startswith(f"fastmi.train: error: --out {out}: "), err
+
+
+KILLED_WRITE = textwrap.dedent("""
+    import os, signal, sys
+    from fastmi.train import checkpoint
+    # SIGKILL after the temporary file is written, before it replaces the checkpoint
+    os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+    checkpoint.save_atomic({"format": checkpoint.FORMAT, "step": 99}, sys.argv[1])
+""")
+
+
+def test_a_killed_checkpoint_write_leaves_no_temporary_file_after_the_next_start(tmp_path, capsys):
+    out = tmp_path / "run"
+    _run(["--preset", "smoke", "--steps", "2", "--no-eval", "--out", str(out)])
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(out / "checkpoint.pt")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    stale = [n for n in os.listdir(out) if n.startswith(".tmp-") and n.endswith(".pt")]
+    assert len(stale) == 1  # what the killed write left
+    capsys.readouterr()
+    result = _run(["--resume", "--steps", "4", "--no-eval", "--out", str(out)])
+    assert result.step == 4  # the checkpoint the kill interrupted survived whole, and resumed
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+    assert f"removed {out / stale[0]}" in capsys.readouterr().out  # tqdm.write prints to stdout
+
+
+def _same(a, b) -> bool:
+    """Deep equality of checkpoint contents: dicts, sequences, tensors, numpy arrays."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype \
+            and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if type(a).__module__ == "numpy":
+        import numpy as np
+
+        return type(b).__module__ == "numpy" and np.array_equal(a, b)
+    return a == b
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_refused(tmp_path, capsys):
+    """torch's zip reader checks no CRC: before the checksum, a byte flipped in a weight
+    loaded silently as a different weight. Now no flipped byte, wherever it lands, loads
+    anything but the original contents: it raises, or (in bytes torch never reads) the
+    load is unchanged."""
+    out = tmp_path / "run"
+    _run(["--preset", "smoke", "--steps", "2", "--no-eval", "--out", str(out)])
+    path = out / "checkpoint.pt"
+    clean = path.read_bytes()
+    original = ckpt.load(str(path))
+    damaged = tmp_path / "damaged.pt"
+
+    def load_flipped(position):
+        data = bytearray(clean)
+        data[position] ^= 0x10
+        damaged.write_bytes(bytes(data))
+        return ckpt.load(str(damaged))
+
+    # the middle of the file lies in the tensor bytes, in either layout
+    with pytest.raises(ValueError, match="corrupted checkpoint: its contents do not match the SHA-256"):
+        load_flipped(len(clean) // 2)
+    silent = []
+    for position in range(0, len(clean), max(1, len(clean) // 300)):
+        try:
+            loaded = load_flipped(position)
+        except ValueError:
+            continue
+        if not _same(loaded, original):
+            silent.append(position)
+    assert not silent, f"flipped bytes at {silent[:10]} loaded as different contents"
+    # the command line refuses it in one line
+    damaged.replace(path)
+    path.write_bytes(bytes(clean[:len(clean) // 2]) + bytes([clean[len(clean) // 2] ^ 1])
+                     + bytes(clean[len(clean) // 2 + 1:]))
+    with pytest.raises(SystemExit):
+        cli.parse_config(["--resume", "--out", str(out)])
+    assert "corrupted checkpoint" in capsys.readouterr().err
+
+
+def test_checkpoints_of_format_1_still_load(tmp_path):
+    """Written before the checksum: the state itself, no wrapper. They load, unverified."""
+    path = tmp_path / "old.pt"
+    torch.save({"format": ckpt.LEGACY_FORMAT, "step": 3, "w": torch.ones(2)}, path)
+    assert ckpt.load(str(path))["step"] == 3
+
+
 # ---- the command line ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [

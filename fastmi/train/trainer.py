@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import tempfile
 import time
 from typing import NamedTuple, Optional
 
@@ -107,6 +108,32 @@ def make_optimizers(generator, discriminator, config: TrainConfig):
             torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas, fused=True))
 
 
+class OutputDirError(ValueError):
+    """``--out`` names a folder the run cannot write to."""
+
+
+def output_dir_problem(out: str) -> Optional[str]:
+    """None when ``out`` is (or can be made) a folder this process can write files in,
+    else a one-line reason. Checked by writing a file, not by permission bits: root
+    passes those everywhere, and a read-only mount or /proc refuses writes whatever
+    they say. Without it a bad --out surfaced as a traceback at the run's first
+    metrics line or checkpoint, after minutes of training."""
+    try:
+        if os.path.exists(out) and not os.path.isdir(out):
+            return f"--out {out}: is a file, not a folder"
+        os.makedirs(out, exist_ok=True)
+        # named like a checkpoint temporary, so that remove_stale_temporaries sweeps
+        # it up should this process die before the unlink
+        fd, probe = tempfile.mkstemp(prefix=".tmp-write-check-", suffix=".pt", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except NotADirectoryError:
+        return f"--out {out}: a folder on its path is a file"
+    except OSError as e:
+        return f"--out {out}: cannot write files there ({e.strerror or e})"
+    return None
+
+
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Trains per ``config``, writing metrics, sample grids, the MI plot, checkpoints and
     the final evaluation under ``config.out_dir``. With ``resume``, continues from the
@@ -128,6 +155,10 @@ def _train(config: TrainConfig, world: distributed.World, resume: bool, overwrit
     say = _printer(main)
     if config.batch_size % world.size:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {world.size} processes")
+    # rank 0 writes every file; the other ranks learn its verdict, so that all stop together
+    problem = distributed.gather_objects(output_dir_problem(out) if main else None, world)[0]
+    if problem:
+        raise OutputDirError(problem)
     saved = None
     if resume:
         saved = ckpt.load(checkpoint_path)
@@ -141,6 +172,10 @@ def _train(config: TrainConfig, world: distributed.World, resume: bool, overwrit
         raise FileExistsError(f"{out} already holds a run ({ckpt.CHECKPOINT_NAME}); pass --resume to continue "
                               f"it, --overwrite to start over, or --out DIR")
     distributed.barrier(world)  # every rank has read the old state before rank 0 clears it
+    if main:
+        # this run owns the folder now: a checkpoint write that was killed left these
+        for path in ckpt.remove_stale_temporaries(out):
+            say(f"removed {path}, the temporary file of a checkpoint write that did not finish")
     if main and not resume:
         for path in (checkpoint_path, metrics_path, os.path.join(out, EVALUATION_NAME)):
             if os.path.exists(path):
