@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lambda-cat", type=float, help="weight of the categorical info term (default 1)")
     run.add_argument("--lambda-cont", type=float, help="weight of the continuous info term (default 0.1; "
                      "the paper's 'smaller lambda' for continuous codes)")
+    run.add_argument("--lr-q", type=float, help="Adam learning rate of Q's head (default: --lr-d)")
+    run.add_argument("--lr-decay-start", type=float, help="fraction of the steps after which both learning "
+                     "rates fall linearly to 0 at the last step (default 1: constant)")
+    run.add_argument("--info-body", dest="info_trains_body", type=lambda v: {"yes": True, "no": False}[v],
+                     metavar="{yes,no}", help="whether the D/Q step's info loss trains the body D and Q share "
+                     "(default yes, as the paper; no: it trains Q's head alone)")
     run.add_argument("--seed", type=int, help="seed of the weights, the data order and the latents (default 0)")
     dev = p.add_argument_group("execution")
     dev.add_argument("--loss-backend", choices=LOSS_BACKENDS, help="fastmi backend of every loss call "
@@ -75,14 +81,18 @@ def _check(parser: argparse.ArgumentParser, config: TrainConfig) -> None:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if config.batch_size < 2:
         parser.error(f"--batch-size must be >= 2 (batch norm needs two images), got {config.batch_size}")
-    for name in ("lr_d", "lr_g"):
+    for name in ("lr_d", "lr_g", "lr_q"):
         value = getattr(config, name)
+        if value is None:
+            continue
         if not (math.isfinite(value) and value > 0):
             parser.error(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
     for name in ("lambda_cat", "lambda_cont"):
         value = getattr(config, name)
         if not (math.isfinite(value) and value >= 0):
             parser.error(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    if not 0.0 <= config.lr_decay_start <= 1.0:
+        parser.error(f"--lr-decay-start must lie in [0, 1], got {config.lr_decay_start}")
     if config.threads is not None and config.threads < 1:
         parser.error(f"--threads must be >= 1, got {config.threads}")
     if config.dataset == "mnist":

@@ -66,6 +66,9 @@ class TrainConfig:
     beta2: float = 0.999
     lambda_cat: float = 1.0
     lambda_cont: float = 0.1
+    lr_q: Optional[float] = None  # Q's head in the D/Q optimizer (None: lr_d)
+    lr_decay_start: float = 1.0  # from this fraction of the steps on, both lrs fall linearly to 0
+    info_trains_body: bool = True  # the D/Q step's info loss reaches the shared body
     seed: int = 0
     loss_backend: str = "auto"
     device: Optional[str] = None

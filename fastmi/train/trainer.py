@@ -75,11 +75,16 @@ def sample_latents(spec: LatentSpec, batch: int, noise_dim: int, rng: torch.Gene
     return codes, torch.cat([noise, codes.to_generator_input()], dim=1)
 
 
-def discriminator_step(discriminator, optimizer, real, fake, codes: Codes, spec: LatentSpec, **loss_options):
+def discriminator_step(discriminator, optimizer, real, fake, codes: Codes, spec: LatentSpec,
+                       info_trains_body: bool = True, **loss_options):
     """One D/Q update on ``discriminator = L_D_adv + L_info``. ``optimizer`` holds every
     parameter of ``discriminator``: D's head, Q's head and the shared body, so the
-    info loss's gradient reaches the body. Returns ``(losses, fake_logits, q)``."""
-    real_logits, fake_logits, q = discriminator(real, fake.detach())
+    info loss's gradient reaches the body (unless ``info_trains_body`` is False: then
+    Q's head reads the body through a detach). Returns ``(losses, fake_logits, q)``."""
+    if info_trains_body:
+        real_logits, fake_logits, q = discriminator(real, fake.detach())
+    else:
+        real_logits, fake_logits, q = discriminator(real, fake.detach(), q_on_detached_body=True)
     losses = infogan_loss(real_logits, fake_logits, q, codes, spec, **loss_options)
     optimizer.zero_grad(set_to_none=True)
     losses.discriminator.backward()
@@ -104,8 +109,30 @@ def make_optimizers(generator, discriminator, config: TrainConfig):
     """Adam for G, and one Adam for all of D/Q (body, D head, Q head). ``fused``: one
     kernel per update instead of a dozen per tensor (a seventh of a CPU step)."""
     betas = (config.beta1, config.beta2)
-    return (torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas, fused=True),
-            torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas, fused=True))
+    dq_params = discriminator.parameters()
+    if config.lr_q is not None:
+        q_head = {id(p) for p in discriminator.q_head.parameters()}
+        dq_params = [{"params": [p for p in discriminator.parameters() if id(p) not in q_head]},
+                     {"params": list(discriminator.q_head.parameters()), "lr": config.lr_q}]
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas, fused=True)
+    opt_d = torch.optim.Adam(dq_params, lr=config.lr_d, betas=betas, fused=True)
+    for optimizer in (opt_g, opt_d):
+        for group in optimizer.param_groups:
+            group["base_lr"] = group["lr"]
+    return opt_g, opt_d
+
+
+def set_learning_rates(optimizers, config: TrainConfig, step: int) -> None:
+    """The learning rates of step ``step`` (0-based): constant, or from
+    ``lr_decay_start * steps`` on falling linearly to 0 at the last step. A function of
+    the step alone, so that a resumed run sets the same rates."""
+    start = config.lr_decay_start * config.steps
+    if start >= config.steps:
+        return
+    factor = 1.0 if step < start else max(0.0, (config.steps - step) / (config.steps - start))
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
 
 
 class OutputDirError(ValueError):
@@ -256,7 +283,9 @@ def _train(config: TrainConfig, world: distributed.World, resume: bool, overwrit
         codes, latent = sample_latents(spec, batch, config.noise_dim, code_rng)
         fake = G(latent)
 
-        d_losses, fake_logits, q = discriminator_step(DQ, opt_d, real, fake, codes, spec, **loss_options)
+        set_learning_rates((opt_g, opt_d), config, step)
+        d_losses, fake_logits, q = discriminator_step(DQ, opt_d, real, fake, codes, spec,
+                                                      config.info_trains_body, **loss_options)
         g_losses = generator_step(DQ, opt_g, g_params, fake, codes, spec, **loss_options)
         step += 1
         bar.update(1)

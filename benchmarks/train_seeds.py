@@ -1,0 +1,203 @@
+"""The reference trainer over several seeds: one row per run in a results table.
+
+    python benchmarks/train_seeds.py run --config default --seeds 0 1 2 3 4
+    python benchmarks/train_seeds.py run --config lr-g-5e-4 --seeds 0 1 2 3 4 -- --lr-g 5e-4
+    python benchmarks/train_seeds.py summary
+
+``run`` trains ``python -m fastmi.train --seed S`` (plus the arguments after ``--``) one
+seed after the other, each in a fresh process, and appends one row per seed to
+``benchmarks/results/train/seeds.csv``: the configuration's name and arguments, the
+commit of the code it ran, the seed, the clustering accuracy and NMI of the end-of-run
+evaluation (on the digits the run trained on), the MI bounds, the process's wall time
+and the machine's load average before and after. ``summary`` turns the CSV into
+``seeds.md``: per configuration, each seed's accuracy, the mean, the worst and the
+time. Every number the README quotes about the trainer's seeds comes from that table.
+
+The code runs from a copy of the working tree taken when ``run`` starts, so that
+editing the tree while a 5-seed run goes on cannot change what the later seeds run.
+A run on a tree with uncommitted changes records the commit with a ``+dirty`` mark.
+
+The labels enter only here, through ``evaluation.json``, after a run has finished:
+nothing a run decides depends on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results", "train")
+CSV_PATH = os.path.join(RESULTS, "seeds.csv")
+MD_PATH = os.path.join(RESULTS, "seeds.md")
+COLUMNS = ["config", "args", "commit", "seed", "accuracy", "nmi", "mi_c1", "mi_c2", "mi_c3", "jsd",
+           "steps", "wall_s", "load_before", "load_after", "when", "chosen", "segments"]
+
+
+def git(*args) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def code_version() -> str:
+    commit = git("rev-parse", "--short=10", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "fastmi", "csrc", "kernels")
+    return commit + ("+dirty" if dirty else "")
+
+
+def snapshot() -> str:
+    """A copy of the package as the working tree holds it now, laid out as installed
+    (kernels/ and csrc/ inside fastmi/, as pyproject's package-dir maps them)."""
+    folder = tempfile.mkdtemp(prefix="fastmi-snapshot-")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
+    shutil.copytree(os.path.join(ROOT, "fastmi"), os.path.join(folder, "fastmi"), ignore=ignore)
+    shutil.copytree(os.path.join(ROOT, "kernels"), os.path.join(folder, "fastmi", "kernels"), ignore=ignore)
+    shutil.copytree(os.path.join(ROOT, "csrc"), os.path.join(folder, "fastmi", "csrc"), ignore=ignore)
+    return folder
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def run_one(code_dir: str, config: str, seed: int, extra: list, out_root: str, keep_at=(), total_steps=None) -> dict:
+    """Trains one seed. With ``keep_at``, the run stops at each of those steps, keeps a
+    copy of its checkpoint (``checkpoint-STEP.pt``) and goes on with --resume, which
+    continues bit for bit: the same run, with its early states kept for analysis (its
+    wall time then counts the restarts and is not the plain command's)."""
+    out = os.path.join(out_root, config, f"seed-{seed}")
+    common = [sys.executable, "-m", "fastmi.train", "--seed", str(seed), "--out", out, "--no-progress"]
+    segments = [[*common, "--overwrite", *extra]]
+    if keep_at:
+        if total_steps is None:
+            raise SystemExit("train_seeds: --keep-at needs --total-steps")
+        segments = [[*common, "--overwrite", *extra, "--steps", str(keep_at[0]), "--no-eval"]]
+        ends = list(keep_at[1:]) + [total_steps]
+        segments += [[*common, "--resume", "--steps", str(end)] + (["--no-eval"] if end != total_steps else [])
+                     for end in ends]
+    env = dict(os.environ, PYTHONPATH=code_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    before = load_average()
+    started = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "stdout.txt"), "w") as log:
+        for k, argv in enumerate(segments):
+            log.flush()
+            proc = subprocess.run(argv, cwd=code_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+            if proc.returncode != 0:
+                raise SystemExit(f"train_seeds: {shlex.join(argv)} failed (exit {proc.returncode}); "
+                                 f"see {out}/stdout.txt")
+            if k < len(keep_at):
+                shutil.copyfile(os.path.join(out, "checkpoint.pt"), os.path.join(out, f"checkpoint-{keep_at[k]}.pt"))
+    wall = time.perf_counter() - started
+    with open(os.path.join(out, "evaluation.json")) as f:
+        result = json.load(f)
+    bounds = result["mi_bounds"]
+    cont = bounds["mi_continuous"] + [float("nan")] * 2
+    return {
+        "config": config, "args": shlex.join(extra), "seed": seed,
+        "accuracy": round(result["accuracy"], 4), "nmi": round(result["nmi"], 4),
+        "mi_c1": round(bounds["mi_categorical"][0], 4), "mi_c2": round(cont[0], 4), "mi_c3": round(cont[1], 4),
+        "jsd": round(bounds["jsd_bound"], 4), "steps": result["step"], "wall_s": round(wall, 1),
+        "load_before": before, "load_after": load_average(),
+        "when": datetime.datetime.now().isoformat(timespec="seconds"),
+        # the restart the run kept, when it picked one (fastmi.train's --restarts)
+        "chosen": result.get("restart", {}).get("chosen", ""),
+        "segments": len(segments),
+    }
+
+
+def append(path: str, row: dict) -> None:
+    new = not os.path.exists(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in COLUMNS})
+
+
+def read(path: str) -> list:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def summary(path: str, out: str) -> str:
+    """``seeds.md``: one line per (configuration, commit), in the order first run."""
+    groups = OrderedDict()
+    for row in read(path):
+        groups.setdefault((row["config"], row["commit"], row["args"]), []).append(row)
+    lines = [
+        "# The reference trainer over seeds",
+        "",
+        f"Written by `python benchmarks/train_seeds.py summary` from `{os.path.basename(path)}` (one row per run).",
+        "Accuracy: the end-of-run clustering accuracy of argmax Q(c1|x) on the digits the run trained",
+        "on, Hungarian-matched to the labels; I(c1): the run's final categorical MI bound (nats, of",
+        "ln 10 = 2.303); time: the process's wall time, with the 1-minute load average at its start.",
+        "",
+        "| config | args | commit | accuracy by seed | mean | worst | NMI mean | I(c1) mean | time (s) | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (config, commit, args), rows in groups.items():
+        rows = sorted(rows, key=lambda r: int(r["seed"]))
+        acc = [float(r["accuracy"]) for r in rows]
+        per_seed = " ".join(f"{r['seed']}:{float(r['accuracy']):.3f}" for r in rows)
+        walls = [float(r["wall_s"]) for r in rows]
+        loads = [float(r["load_before"]) for r in rows]
+        lines.append(
+            f"| {config} | `{args}` | {commit} | {per_seed} | {statistics.mean(acc):.3f} | {min(acc):.3f} | "
+            f"{statistics.mean(float(r['nmi']) for r in rows):.3f} | "
+            f"{statistics.mean(float(r['mi_c1']) for r in rows):.3f} | "
+            f"{min(walls):.0f}-{max(walls):.0f} | {min(loads):.1f}-{max(loads):.1f} |")
+    text = "\n".join(lines) + "\n"
+    with open(out, "w") as f:
+        f.write(text)
+    return text
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train the seeds of one configuration, one after the other")
+    r.add_argument("--config", required=True, help="the configuration's name in the table")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    r.add_argument("--csv", default=CSV_PATH, help=f"the table to append to (default {CSV_PATH})")
+    r.add_argument("--runs", default=os.path.join(ROOT, "runs", "seeds"), help="where the runs write")
+    r.add_argument("--keep-at", type=int, nargs="*", default=[], help="steps at which to keep a copy of the "
+                   "checkpoint (the run resumes bit for bit after each); needs --total-steps")
+    r.add_argument("--total-steps", type=int, help="the run's --steps, with --keep-at")
+    r.add_argument("extra", nargs=argparse.REMAINDER, help="-- then arguments for python -m fastmi.train")
+    s = sub.add_parser("summary", help="write the markdown table")
+    s.add_argument("--csv", default=CSV_PATH)
+    s.add_argument("--out", default=None, help="default: the CSV's name with .md")
+    args = p.parse_args(argv)
+    if args.command == "summary":
+        print(summary(args.csv, args.out or os.path.splitext(args.csv)[0] + ".md"), end="")
+        return
+    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    version = code_version()
+    code_dir = snapshot()
+    try:
+        for seed in args.seeds:
+            row = run_one(code_dir, args.config, seed, extra, args.runs, args.keep_at, args.total_steps)
+            row["commit"] = version
+            append(args.csv, row)
+            print(f"{args.config} seed {seed}: accuracy {row['accuracy']:.4f} NMI {row['nmi']:.4f} "
+                  f"I(c1) {row['mi_c1']:.3f} in {row['wall_s']:.0f} s (load {row['load_before']})", flush=True)
+    finally:
+        shutil.rmtree(code_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
