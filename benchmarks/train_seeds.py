@@ -55,14 +55,26 @@ def code_version() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def snapshot() -> str:
-    """A copy of the package as the working tree holds it now, laid out as installed
-    (kernels/ and csrc/ inside fastmi/, as pyproject's package-dir maps them)."""
+def snapshot(revision=None) -> str:
+    """A copy of the package, laid out as installed (kernels/ and csrc/ inside fastmi/,
+    as pyproject's package-dir maps them): as the working tree holds it now, or as
+    commit ``revision`` holds it."""
     folder = tempfile.mkdtemp(prefix="fastmi-snapshot-")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
-    shutil.copytree(os.path.join(ROOT, "fastmi"), os.path.join(folder, "fastmi"), ignore=ignore)
-    shutil.copytree(os.path.join(ROOT, "kernels"), os.path.join(folder, "fastmi", "kernels"), ignore=ignore)
-    shutil.copytree(os.path.join(ROOT, "csrc"), os.path.join(folder, "fastmi", "csrc"), ignore=ignore)
+    if revision is None:
+        source = ROOT
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
+    else:
+        source = os.path.join(folder, "tree")
+        os.makedirs(source)
+        archive = subprocess.run(["git", "archive", "--format=tar", revision, "fastmi", "kernels", "csrc"],
+                                 cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", source], input=archive, check=True)
+        ignore = None
+    shutil.copytree(os.path.join(source, "fastmi"), os.path.join(folder, "fastmi"), ignore=ignore)
+    shutil.copytree(os.path.join(source, "kernels"), os.path.join(folder, "fastmi", "kernels"), ignore=ignore)
+    shutil.copytree(os.path.join(source, "csrc"), os.path.join(folder, "fastmi", "csrc"), ignore=ignore)
+    if revision is not None:
+        shutil.rmtree(source)
     return folder
 
 
@@ -119,6 +131,15 @@ def run_one(code_dir: str, config: str, seed: int, extra: list, out_root: str, k
 def append(path: str, row: dict) -> None:
     new = not os.path.exists(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not new:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != COLUMNS:  # a table from before a column was added: rewritten with it, empty
+            rows = read(path)
+            with open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=COLUMNS)
+                writer.writeheader()
+                writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         if new:
@@ -173,6 +194,8 @@ def main(argv=None) -> None:
     r.add_argument("--config", required=True, help="the configuration's name in the table")
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     r.add_argument("--csv", default=CSV_PATH, help=f"the table to append to (default {CSV_PATH})")
+    r.add_argument("--code", metavar="REV", help="run the code of this commit (default: the working tree as "
+                   "it is when the command starts)")
     r.add_argument("--runs", default=os.path.join(ROOT, "runs", "seeds"), help="where the runs write")
     r.add_argument("--keep-at", type=int, nargs="*", default=[], help="steps at which to keep a copy of the "
                    "checkpoint (the run resumes bit for bit after each); needs --total-steps")
@@ -186,8 +209,8 @@ def main(argv=None) -> None:
         print(summary(args.csv, args.out or os.path.splitext(args.csv)[0] + ".md"), end="")
         return
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
-    version = code_version()
-    code_dir = snapshot()
+    version = code_version() if args.code is None else git("rev-parse", "--short=10", args.code)
+    code_dir = snapshot(args.code)
     try:
         for seed in args.seeds:
             row = run_one(code_dir, args.config, seed, extra, args.runs, args.keep_at, args.total_steps)
