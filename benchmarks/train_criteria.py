@@ -23,6 +23,10 @@ The criteria (each "higher is better"):
   the information Q's clusters carry about the real images (all used, each sure);
 - ``-h_real_cond``: minus the mean entropy of Q(c|x) on the real digits (Q is sure);
 - ``h_real_marg``: the entropy of the mean Q(c|x) on the real digits (the clusters used evenly);
+- ``mi_cont``: the continuous codes' MI bounds, summed (how much of G's variation the
+  continuous codes carry);
+- ``stable_rot``: the fraction of real digits whose cluster argmax Q(c|x) survives a
+  rotation by +-10 degrees (a digit keeps its identity; its slant does not);
 - ``consensus``: the mean NMI between this run's clusters of the real digits and those of
   the other K - 1 runs of the set (the run most in agreement with the others: the idea of
   ModelCentrality, Lin et al. 2020); it depends on the set, so it is scored per set.
@@ -61,11 +65,20 @@ def score_checkpoint(path: str, images: torch.Tensor, labels: np.ndarray, record
 
     config, generator, discriminator, step = load_models(path)
     probs = ev.cluster_probabilities(discriminator, images, config.spec).numpy()
+    stable = []
+    for degrees in (-10.0, 10.0):
+        angle = torch.tensor(degrees * np.pi / 180.0)
+        theta = torch.tensor([[torch.cos(angle), -torch.sin(angle), 0.0], [torch.sin(angle), torch.cos(angle), 0.0]])
+        grid = torch.nn.functional.affine_grid(theta.expand(len(images), 2, 3), list(images.shape), align_corners=False)
+        rotated = torch.nn.functional.grid_sample(images, grid, align_corners=False)
+        moved = ev.cluster_probabilities(discriminator, rotated, config.spec).numpy().argmax(1)
+        stable.append(float((moved == probs.argmax(1)).mean()))
     usage = ev.code_usage(probs)
     record = next(r for r in records if r["step"] == step)
     clusters = probs.argmax(1)
     return {"step": step, "clusters": clusters, "accuracy": ev.cluster_accuracy(clusters, labels)[0],
             "mi_c1": record["mi_categorical"][0], "-loss_d": -record["loss_d"], "jsd": record["jsd_bound"],
+            "mi_cont": record["mi_continuous_total"], "stable_rot": float(np.mean(stable)),
             "mi_real": usage["mi"], "-h_real_cond": -usage["h_conditional"], "h_real_marg": usage["h_marginal"]}
 
 
@@ -102,7 +115,8 @@ def main(argv=None) -> None:
     print(f"{args.config_dir}: {len(seeds)} runs, final accuracy mean {finals.mean():.3f}, "
           f"min {finals.min():.3f}, max {finals.max():.3f}")
     steps = sorted(set.intersection(*(set(runs[s]["scores"]) for s in seeds)))
-    names = ["accuracy", "mi_c1", "-loss_d", "jsd", "mi_real", "-h_real_cond", "h_real_marg"]
+    names = ["accuracy", "mi_c1", "-loss_d", "jsd", "mi_cont", "mi_real", "-h_real_cond", "h_real_marg",
+             "stable_rot"]
     for step in steps:
         print(f"\n## step {step}")
         print("seed  final  " + "  ".join(f"{n:>12}" for n in names))

@@ -13,9 +13,10 @@ and the machine's load average before and after. ``summary`` turns the CSV into
 ``seeds.md``: per configuration, each seed's accuracy, the mean, the worst and the
 time. Every number the README quotes about the trainer's seeds comes from that table.
 
-The code runs from a copy of the working tree taken when ``run`` starts, so that
-editing the tree while a 5-seed run goes on cannot change what the later seeds run.
-A run on a tree with uncommitted changes records the commit with a ``+dirty`` mark.
+The code runs from a copy (``runs/snapshot``) of the working tree taken when ``run``
+starts, or of commit ``--code REV``, so that editing the tree while a 5-seed run goes
+on cannot change what the later seeds run. A run on a tree with uncommitted changes
+records the commit with a ``+dirty`` mark. One ``run`` at a time: they share the copy.
 
 The labels enter only here, through ``evaluation.json``, after a run has finished:
 nothing a run decides depends on them.
@@ -33,7 +34,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import OrderedDict
 
@@ -41,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "train")
 CSV_PATH = os.path.join(RESULTS, "seeds.csv")
 MD_PATH = os.path.join(RESULTS, "seeds.md")
+SNAPSHOT_DIR = os.path.join(ROOT, "runs", "snapshot")
 COLUMNS = ["config", "args", "commit", "seed", "accuracy", "nmi", "mi_c1", "mi_c2", "mi_c3", "jsd",
            "steps", "wall_s", "load_before", "load_after", "when", "chosen", "segments"]
 
@@ -59,7 +60,11 @@ def snapshot(revision=None) -> str:
     """A copy of the package, laid out as installed (kernels/ and csrc/ inside fastmi/,
     as pyproject's package-dir maps them): as the working tree holds it now, or as
     commit ``revision`` holds it."""
-    folder = tempfile.mkdtemp(prefix="fastmi-snapshot-")
+    # one fixed place, not a fresh temporary folder: torch's extension builder records the
+    # sources' absolute paths, so a new path would rebuild the CPU kernel (minutes) each time
+    folder = SNAPSHOT_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
     if revision is None:
         source = ROOT
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
@@ -98,6 +103,9 @@ def run_one(code_dir: str, config: str, seed: int, extra: list, out_root: str, k
         segments += [[*common, "--resume", "--steps", str(end)] + (["--no-eval"] if end != total_steps else [])
                      for end in ends]
     env = dict(os.environ, PYTHONPATH=code_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # the snapshot's builds apart from the working tree's, so that neither rebuilds the other's
+    env["FASTMI_CACHE_DIR"] = os.path.join(os.environ.get("FASTMI_CACHE_DIR") or os.path.join(ROOT, "runs"),
+                                           "snapshot")
     before = load_average()
     started = time.perf_counter()
     os.makedirs(out, exist_ok=True)

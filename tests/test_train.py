@@ -167,6 +167,60 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert not torch.equal(fresh.state_dict()["fc.0.weight"], a["generator"]["fc.0.weight"])
 
 
+def _weights(path):
+    saved = ckpt.load(str(path))
+    return {f"{part}.{k}": v for part in ("generator", "discriminator") for k, v in saved[part].items()}
+
+
+def test_the_kept_restart_goes_on_as_its_own_run_and_resumes(tmp_path):
+    """Restarts: each start is a run of its own seed; the kept one trains on exactly as
+    a plain run of that seed would (so a table of plain runs predicts what restarts
+    keep), and a run resumed after the choice equals an uninterrupted one."""
+    common = ["--preset", "smoke", "--restarts", "3", "--restart-steps", "4", "--checkpoint-every", "4",
+              "--log-every", "2", "--sample-every", "100", "--no-eval"]
+    whole = _run(common + ["--steps", "10", "--restart-criterion", "jsd", "--out", str(tmp_path / "whole")])
+    choice = json.load(open(tmp_path / "whole" / "restarts.json"))
+    assert choice["criterion"] == "jsd" and len(choice["seeds"]) == 3 and choice["steps"] == 4
+    assert choice["seeds"][0] == 0 and len(set(choice["seeds"])) == 3  # the run's own seed first
+    assert choice["chosen"] == max(range(3), key=choice["scores"].__getitem__)
+    kept_seed = choice["seeds"][choice["chosen"]]
+    plain = _run(["--preset", "smoke", "--seed", str(kept_seed), "--steps", "10", "--log-every", "2",
+                  "--sample-every", "100", "--no-eval", "--out", str(tmp_path / "plain")])
+    kept = _weights(tmp_path / "whole" / "checkpoint.pt")
+    for name, value in _weights(tmp_path / "plain" / "checkpoint.pt").items():
+        assert torch.equal(value, kept[name]), name
+    records = metrics.read(str(tmp_path / "whole" / "metrics.jsonl"))
+    assert [r["step"] for r in records] == [2, 4, 6, 8, 10]  # the kept start's own history
+    assert records == [dict(r, elapsed_s=a["elapsed_s"], steps_per_s=a["steps_per_s"]) for r, a in
+                       zip(metrics.read(str(tmp_path / "plain" / "metrics.jsonl")), records)]
+    assert whole.step == plain.step == 10
+    _run(common + ["--steps", "7", "--restart-criterion", "jsd", "--out", str(tmp_path / "parts")])
+    assert json.load(open(tmp_path / "parts" / "restarts.json")) == choice
+    _run(["--resume", "--steps", "10", "--no-eval", "--out", str(tmp_path / "parts")])
+    resumed = _weights(tmp_path / "parts" / "checkpoint.pt")
+    for name, value in kept.items():
+        assert torch.equal(value, resumed[name]), name
+
+
+def test_restart_choice_reads_no_labels(tmp_path, monkeypatch):
+    """The same starts with the digits' labels shuffled: the same choice and scores, for
+    each criterion that reads the real images (the labels only ever score the result)."""
+    from fastmi.train import datasets, trainer
+
+    real = datasets.load_dataset("mnist5k")
+    shuffled = real._replace(labels=real.labels[torch.randperm(len(real.labels),
+                                                               generator=torch.Generator().manual_seed(1))])
+    for criterion in ("consensus",):
+        choices = []
+        for data in (real, shuffled):
+            monkeypatch.setattr(trainer, "load_dataset", lambda *args, data=data: data)
+            out = tmp_path / f"{criterion}-{len(choices)}"
+            _run(["--preset", "smoke", "--restarts", "3", "--restart-steps", "6", "--steps", "7", "--no-eval",
+                  "--restart-criterion", criterion, "--out", str(out)])
+            choices.append(json.load(open(out / "restarts.json")))
+        assert choices[0] == choices[1]
+
+
 def test_run_writes_its_outputs(tmp_path):
     result = _run(["--preset", "smoke", "--steps", "6", "--log-every", "2", "--sample-every", "4",
                    "--checkpoint-every", "4", "--out", str(tmp_path)])

@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from typing import Optional
 
-from .config import LOSS_BACKENDS, PRESETS, TrainConfig, check_resumable, preset
+from .config import LOSS_BACKENDS, PRESETS, RESTART_CRITERIA, TrainConfig, check_resumable, preset
 from .datasets import DATASETS, SPLITS
 
 EPILOG = """\
@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--info-body", dest="info_trains_body", type=lambda v: {"yes": True, "no": False}[v],
                      metavar="{yes,no}", help="whether the D/Q step's info loss trains the body D and Q share "
                      "(default yes, as the paper; no: it trains Q's head alone)")
+    run.add_argument("--restarts", type=int, help="starts to try, each for --restart-steps; the one "
+                     "--restart-criterion ranks first trains on to --steps (default 1: no restarts)")
+    run.add_argument("--restart-steps", type=int, help="steps of each start before the choice")
+    run.add_argument("--restart-criterion", choices=RESTART_CRITERIA, help="how the starts are ranked, "
+                     "without labels: consensus (the start whose clusters of the real digits agree most with "
+                     "the others', by NMI), mi_real (Q's code on the real digits: H(mean Q) - mean H(Q)), "
+                     "mi_c1 (the categorical MI bound), jsd (the JSD bound), loss_d (the lowest D/Q loss)")
     run.add_argument("--seed", type=int, help="seed of the weights, the data order and the latents (default 0)")
     dev = p.add_argument_group("execution")
     dev.add_argument("--loss-backend", choices=LOSS_BACKENDS, help="fastmi backend of every loss call "
@@ -93,6 +100,11 @@ def _check(parser: argparse.ArgumentParser, config: TrainConfig) -> None:
             parser.error(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
     if not 0.0 <= config.lr_decay_start <= 1.0:
         parser.error(f"--lr-decay-start must lie in [0, 1], got {config.lr_decay_start}")
+    if config.restarts < 1:
+        parser.error(f"--restarts must be >= 1, got {config.restarts}")
+    if config.restarts > 1 and not 1 <= config.restart_steps < config.steps:
+        parser.error(f"--restarts {config.restarts} needs 1 <= --restart-steps < --steps ({config.steps}), "
+                     f"got {config.restart_steps}")
     if config.threads is not None and config.threads < 1:
         parser.error(f"--threads must be >= 1, got {config.threads}")
     if config.dataset == "mnist":

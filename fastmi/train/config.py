@@ -33,6 +33,7 @@ from ..infogan.spec import LatentSpec
 from .models import Widths
 
 PRESETS = ("fast", "paper", "smoke")
+RESTART_CRITERIA = ("consensus", "mi_real", "mi_c1", "jsd", "loss_d")
 LOSS_BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
 
 
@@ -69,6 +70,9 @@ class TrainConfig:
     lr_q: Optional[float] = None  # Q's head in the D/Q optimizer (None: lr_d)
     lr_decay_start: float = 1.0  # from this fraction of the steps on, both lrs fall linearly to 0
     info_trains_body: bool = True  # the D/Q step's info loss reaches the shared body
+    restarts: int = 1  # starts on trial; the one a label-free score ranks first is kept
+    restart_steps: int = 0  # steps each start trains before the choice
+    restart_criterion: str = "consensus"
     seed: int = 0
     loss_backend: str = "auto"
     device: Optional[str] = None
