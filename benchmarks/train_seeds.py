@@ -98,10 +98,9 @@ def run_one(code_dir: str, config: str, seed: int, extra: list, out_root: str, k
     if keep_at:
         if total_steps is None:
             raise SystemExit("train_seeds: --keep-at needs --total-steps")
-        segments = [[*common, "--overwrite", *extra, "--steps", str(keep_at[0]), "--no-eval"]]
-        ends = list(keep_at[1:]) + [total_steps]
-        segments += [[*common, "--resume", "--steps", str(end)] + (["--no-eval"] if end != total_steps else [])
-                     for end in ends]
+        # every segment evaluates: a resumed run keeps its checkpoint's settings, --no-eval included
+        segments = [[*common, "--overwrite", *extra, "--steps", str(keep_at[0])]]
+        segments += [[*common, "--resume", "--steps", str(end)] for end in list(keep_at[1:]) + [total_steps]]
     env = dict(os.environ, PYTHONPATH=code_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # the snapshot's builds apart from the working tree's, so that neither rebuilds the other's
     env["FASTMI_CACHE_DIR"] = os.path.join(os.environ.get("FASTMI_CACHE_DIR") or os.path.join(ROOT, "runs"),
