@@ -43,7 +43,7 @@ CSV_PATH = os.path.join(RESULTS, "seeds.csv")
 MD_PATH = os.path.join(RESULTS, "seeds.md")
 SNAPSHOT_DIR = os.path.join(ROOT, "runs", "snapshot")
 COLUMNS = ["config", "args", "commit", "seed", "accuracy", "nmi", "mi_c1", "mi_c2", "mi_c3", "jsd",
-           "steps", "wall_s", "load_before", "load_after", "when", "chosen", "segments"]
+           "steps", "wall_s", "load_before", "load_after", "when", "chosen", "segments", "accuracy_by_step"]
 
 
 def git(*args) -> str:
@@ -122,6 +122,11 @@ def run_one(code_dir: str, config: str, seed: int, extra: list, out_root: str, k
         result = json.load(f)
     bounds = result["mi_bounds"]
     cont = bounds["mi_continuous"] + [float("nan")] * 2
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        # the trainer's own monitor at its sample steps: what a shorter run would have ended with
+        # (with constant learning rates, a run's first N steps are those of an N-step run)
+        monitored = " ".join(f"{r['step']}:{r['accuracy']:.4f}" for r in map(json.loads, f)
+                             if r.get("accuracy") is not None)
     return {
         "config": config, "args": shlex.join(extra), "seed": seed,
         "accuracy": round(result["accuracy"], 4), "nmi": round(result["nmi"], 4),
@@ -131,7 +136,7 @@ def run_one(code_dir: str, config: str, seed: int, extra: list, out_root: str, k
         "when": datetime.datetime.now().isoformat(timespec="seconds"),
         # the restart the run kept, when it picked one (fastmi.train's --restarts)
         "chosen": result.get("restart", {}).get("chosen", ""),
-        "segments": len(segments),
+        "segments": len(segments), "accuracy_by_step": monitored,
     }
 
 
