@@ -103,8 +103,10 @@ def run_one(code_dir: str, config: str, seed: int, extra: list, out_root: str, k
         segments += [[*common, "--resume", "--steps", str(end)] for end in list(keep_at[1:]) + [total_steps]]
     env = dict(os.environ, PYTHONPATH=code_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # the snapshot's builds apart from the working tree's, so that neither rebuilds the other's
+    # (not inside SNAPSHOT_DIR, which each ``run`` deletes: its first seed would rebuild the kernel
+    # and count the build in its wall time)
     env["FASTMI_CACHE_DIR"] = os.path.join(os.environ.get("FASTMI_CACHE_DIR") or os.path.join(ROOT, "runs"),
-                                           "snapshot")
+                                           "snapshot-build")
     before = load_average()
     started = time.perf_counter()
     os.makedirs(out, exist_ok=True)
@@ -177,7 +179,8 @@ def summary(path: str, out: str) -> str:
         f"Written by `python benchmarks/train_seeds.py summary` from `{os.path.basename(path)}` (one row per run).",
         "Accuracy: the end-of-run clustering accuracy of argmax Q(c1|x) on the digits the run trained",
         "on, Hungarian-matched to the labels; I(c1): the run's final categorical MI bound (nats, of",
-        "ln 10 = 2.303); time: the process's wall time, with the 1-minute load average at its start.",
+        "ln 10 = 2.303); time: the process's wall time (a configuration's first seed may include a",
+        "build of the CPU kernel, about a minute), with the 1-minute load average at its start.",
         "",
         "| config | args | commit | accuracy by seed | mean | worst | NMI mean | I(c1) mean | time (s) | load |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -193,10 +196,50 @@ def summary(path: str, out: str) -> str:
             f"{statistics.mean(float(r['nmi']) for r in rows):.3f} | "
             f"{statistics.mean(float(r['mi_c1']) for r in rows):.3f} | "
             f"{min(walls):.0f}-{max(walls):.0f} | {min(loads):.1f}-{max(loads):.1f} |")
+    notes = [f"- {config}: {NOTES[config]}." for config in dict.fromkeys(c for c, _, _ in groups) if config in NOTES]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
+    lines += by_step_lines(groups)
     text = "\n".join(lines) + "\n"
     with open(out, "w") as f:
         f.write(text)
     return text
+
+
+# what the table alone does not say, per configuration; written under it by ``summary``
+NOTES = {
+    "before": "the fast preset before this study (lambda_cont 0.1, 2,500 steps), run while the "
+              "machine's load average was 2 to 9: the times are the load's (README: 416 s unloaded)",
+    "lambda-cont-0.02": "run with --keep-at 250 500 (the time counts three starts of the process)",
+    "lambda-cont-0.02+lambda-cat-2": "stopped after seed 0: below lambda-cont-0.02 on the same seed",
+    "lc0.02+restarts3x500-mi_real": "stopped after seed 2: seed 1 ended at 0.683, so no later seed could "
+                                    "bring the worst to 0.82; mi_real at step 500 ranked the start that "
+                                    "ended at 0.683 first",
+}
+
+
+def by_step_lines(groups) -> list:
+    """Per configuration whose rows all carry ``accuracy_by_step``: the mean and worst
+    accuracy over its seeds at each sample step. With constant learning rates a run's
+    first N steps are those of an N-step run, so this is what --steps N would have given."""
+    lines = []
+    for (config, commit, args), rows in groups.items():
+        steps = [dict((int(k), float(v)) for k, v in (p.split(":") for p in r["accuracy_by_step"].split()))
+                 for r in rows if r.get("accuracy_by_step")]
+        if len(steps) != len(rows) or len(rows) < 2 or "--lr-decay-start" in args:
+            continue
+        common = sorted(set.intersection(*(set(s) for s in steps)))
+        if not lines:
+            lines += ["", "## Accuracy by step",
+                      "",
+                      "The trainer's own clustering accuracy at each sample step (the same measure as the",
+                      "end-of-run one), over the seeds of a configuration: with constant learning rates a",
+                      "run's first N steps are those of an N-step run, so a row is what `--steps N` gives.",
+                      "", "| config | commit | seeds | step: mean / worst |", "| --- | --- | --- | --- |"]
+        cells = " ".join(f"{n}: {statistics.mean(s[n] for s in steps):.3f} / {min(s[n] for s in steps):.3f};"
+                         for n in common)
+        lines.append(f"| {config} | {commit} | {len(rows)} | {cells.rstrip(';')} |")
+    return lines
 
 
 def main(argv=None) -> None:
