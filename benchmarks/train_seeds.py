@@ -224,7 +224,7 @@ def by_step_lines(groups) -> list:
     first N steps are those of an N-step run, so this is what --steps N would have given."""
     lines = []
     for (config, commit, args), rows in groups.items():
-        steps = [dict((int(k), float(v)) for k, v in (p.split(":") for p in r["accuracy_by_step"].split()))
+        steps = [{int(k): float(v) for k, v in (p.split(":") for p in r["accuracy_by_step"].split())}
                  for r in rows if r.get("accuracy_by_step")]
         if len(steps) != len(rows) or len(rows) < 2 or "--lr-decay-start" in args:
             continue
