@@ -215,6 +215,9 @@ NOTES = {
     "lc0.02+restarts3x500-mi_real": "stopped after seed 2: seed 1 ended at 0.683, so no later seed could "
                                     "bring the worst to 0.82; mi_real at step 500 ranked the start that "
                                     "ended at 0.683 first",
+    "lc0.02+4500-steps": "the fast preset's default since it was measured (the best mean and worst found; the "
+                         "target of a mean 0.88 and a worst 0.82 was not reached); seed 0's time includes a "
+                         "kernel build (its training took 411 s)",
 }
 
 

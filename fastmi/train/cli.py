@@ -39,13 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("schedule and model")
     run.add_argument("--preset", choices=PRESETS, help="fast (default: minutes on a CPU), paper (the paper's "
                      "widths, batch 128, 5000 steps) or smoke (seconds; checks the pipeline)")
-    run.add_argument("--steps", type=int, help="training steps (one D/Q and one G update each)")
+    run.add_argument("--steps", type=int, help="training steps (one D/Q and one G update each; fast 4500, "
+                     "paper 5000)")
     run.add_argument("--batch-size", type=int, help="images per step, over all processes")
     run.add_argument("--lr-d", type=float, help="Adam learning rate of D/Q (default 2e-4)")
     run.add_argument("--lr-g", type=float, help="Adam learning rate of G (default 1e-3)")
     run.add_argument("--lambda-cat", type=float, help="weight of the categorical info term (default 1)")
-    run.add_argument("--lambda-cont", type=float, help="weight of the continuous info term (default 0.1; "
-                     "the paper's 'smaller lambda' for continuous codes)")
+    run.add_argument("--lambda-cont", type=float, help="weight of the continuous info term (the paper's "
+                     "'smaller lambda' for continuous codes; default 0.02 in the fast preset, 0.1 in the others)")
     run.add_argument("--lr-q", type=float, help="Adam learning rate of Q's head (default: --lr-d)")
     run.add_argument("--lr-decay-start", type=float, help="fraction of the steps after which both learning "
                      "rates fall linearly to 0 at the last step (default 1: constant)")
