@@ -218,6 +218,9 @@ NOTES = {
     "lc0.02+4500-steps": "the fast preset's default since it was measured (the best mean and worst found; the "
                          "target of a mean 0.88 and a worst 0.82 was not reached); seed 0's time includes a "
                          "kernel build (its training took 411 s)",
+    "lc0.05+4500-steps": "seeds run in the order 4, 0, 1; stopped after seed 1 ended at 0.688, under the "
+                         "worst of lc0.02+4500-steps: the slow seed moved (seed 4 went from 0.745 to 0.940, "
+                         "seed 1 from 0.875 to 0.688); seed 4's time includes a kernel build",
 }
 
 
