@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from typing import Optional
 
-from .config import LOSS_BACKENDS, PRESETS, TrainConfig, check_resumable, preset
+from .config import LOSS_BACKENDS, PRESETS, RESTART_CRITERIA, TrainConfig, check_resumable, preset
 from .datasets import DATASETS, SPLITS
 
 EPILOG = """\
@@ -39,13 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("schedule and model")
     run.add_argument("--preset", choices=PRESETS, help="fast (default: minutes on a CPU), paper (the paper's "
                      "widths, batch 128, 5000 steps) or smoke (seconds; checks the pipeline)")
-    run.add_argument("--steps", type=int, help="training steps (one D/Q and one G update each)")
+    run.add_argument("--steps", type=int, help="training steps (one D/Q and one G update each; fast 4500, "
+                     "paper 5000)")
     run.add_argument("--batch-size", type=int, help="images per step, over all processes")
     run.add_argument("--lr-d", type=float, help="Adam learning rate of D/Q (default 2e-4)")
     run.add_argument("--lr-g", type=float, help="Adam learning rate of G (default 1e-3)")
     run.add_argument("--lambda-cat", type=float, help="weight of the categorical info term (default 1)")
-    run.add_argument("--lambda-cont", type=float, help="weight of the continuous info term (default 0.1; "
-                     "the paper's 'smaller lambda' for continuous codes)")
+    run.add_argument("--lambda-cont", type=float, help="weight of the continuous info term (the paper's "
+                     "'smaller lambda' for continuous codes; default 0.02 in the fast preset, 0.1 in the others)")
+    run.add_argument("--lr-q", type=float, help="Adam learning rate of Q's head (default: --lr-d)")
+    run.add_argument("--lr-decay-start", type=float, help="fraction of the steps after which both learning "
+                     "rates fall linearly to 0 at the last step (default 1: constant)")
+    run.add_argument("--info-body", dest="info_trains_body", type=lambda v: {"yes": True, "no": False}[v],
+                     metavar="{yes,no}", help="whether the D/Q step's info loss trains the body D and Q share "
+                     "(default yes, as the paper; no: it trains Q's head alone)")
+    run.add_argument("--restarts", type=int, help="starts to try, each for --restart-steps; the one "
+                     "--restart-criterion ranks first trains on to --steps (default 1: no restarts)")
+    run.add_argument("--restart-steps", type=int, help="steps of each start before the choice")
+    run.add_argument("--restart-criterion", choices=RESTART_CRITERIA, help="how the starts are ranked, "
+                     "without labels: consensus (the start whose clusters of the real digits agree most with "
+                     "the others', by NMI), mi_real (Q's code on the real digits: H(mean Q) - mean H(Q)), "
+                     "mi_c1 (the categorical MI bound), jsd (the JSD bound), loss_d (the lowest D/Q loss)")
     run.add_argument("--seed", type=int, help="seed of the weights, the data order and the latents (default 0)")
     dev = p.add_argument_group("execution")
     dev.add_argument("--loss-backend", choices=LOSS_BACKENDS, help="fastmi backend of every loss call "
@@ -75,14 +89,23 @@ def _check(parser: argparse.ArgumentParser, config: TrainConfig) -> None:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if config.batch_size < 2:
         parser.error(f"--batch-size must be >= 2 (batch norm needs two images), got {config.batch_size}")
-    for name in ("lr_d", "lr_g"):
+    for name in ("lr_d", "lr_g", "lr_q"):
         value = getattr(config, name)
+        if value is None:
+            continue
         if not (math.isfinite(value) and value > 0):
             parser.error(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
     for name in ("lambda_cat", "lambda_cont"):
         value = getattr(config, name)
         if not (math.isfinite(value) and value >= 0):
             parser.error(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    if not 0.0 <= config.lr_decay_start <= 1.0:
+        parser.error(f"--lr-decay-start must lie in [0, 1], got {config.lr_decay_start}")
+    if config.restarts < 1:
+        parser.error(f"--restarts must be >= 1, got {config.restarts}")
+    if config.restarts > 1 and not 1 <= config.restart_steps < config.steps:
+        parser.error(f"--restarts {config.restarts} needs 1 <= --restart-steps < --steps ({config.steps}), "
+                     f"got {config.restart_steps}")
     if config.threads is not None and config.threads < 1:
         parser.error(f"--threads must be >= 1, got {config.threads}")
     if config.dataset == "mnist":

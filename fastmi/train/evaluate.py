@@ -73,9 +73,9 @@ def normalized_mutual_information(clusters: np.ndarray, labels: np.ndarray) -> f
 
 
 @torch.no_grad()
-def predict_clusters(discriminator: torch.nn.Module, images: torch.Tensor, spec: LatentSpec,
-                     batch_size: int = 500) -> np.ndarray:
-    """argmax_k Q(c1 = k | x) of each image, D/Q in eval mode."""
+def cluster_probabilities(discriminator: torch.nn.Module, images: torch.Tensor, spec: LatentSpec,
+                          batch_size: int = 500) -> torch.Tensor:
+    """Q(c1 = k | x) [N, K] of each image, on the CPU, D/Q in eval mode."""
     device = next(discriminator.parameters()).device
     was_training = discriminator.training
     discriminator.eval()
@@ -83,9 +83,28 @@ def predict_clusters(discriminator: torch.nn.Module, images: torch.Tensor, spec:
     out = []
     for start in range(0, len(images), batch_size):
         _, _, q = discriminator(None, images[start:start + batch_size].to(device))
-        out.append(q[:, :k].argmax(1).cpu())
+        out.append(torch.softmax(q[:, :k].float(), dim=1).cpu())
     discriminator.train(was_training)
-    return torch.cat(out).numpy()
+    return torch.cat(out)
+
+
+def predict_clusters(discriminator: torch.nn.Module, images: torch.Tensor, spec: LatentSpec,
+                     batch_size: int = 500) -> np.ndarray:
+    """argmax_k Q(c1 = k | x) of each image, D/Q in eval mode."""
+    return cluster_probabilities(discriminator, images, spec, batch_size).argmax(1).numpy()
+
+
+def code_usage(probs) -> dict:
+    """How Q's categorical code uses the images ``probs`` = Q(c|x) [N, K] come from, in
+    nats, with no labels: ``h_marginal`` = H(mean_x Q(c|x)) (ln K when the values are used
+    evenly), ``h_conditional`` = mean_x H(Q(c|x)) (0 when Q is sure of every image), and
+    their difference ``mi``, the mutual information between an image and its code under
+    Q on these images."""
+    p = np.asarray(probs, dtype=np.float64)
+    marginal = p.mean(0)
+    h_marginal = float(-(marginal * np.log(np.clip(marginal, 1e-30, None))).sum())
+    h_conditional = float(-(p * np.log(np.clip(p, 1e-30, None))).sum(1).mean())
+    return {"h_marginal": h_marginal, "h_conditional": h_conditional, "mi": h_marginal - h_conditional}
 
 
 @torch.no_grad()

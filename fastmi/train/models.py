@@ -119,12 +119,15 @@ class DiscriminatorQ(nn.Module):
             nn.Linear(widths.q_hidden, q_width),
         )
 
-    def forward(self, real: Optional[torch.Tensor], fake: torch.Tensor):
+    def forward(self, real: Optional[torch.Tensor], fake: torch.Tensor, q_on_detached_body: bool = False):
+        """``q_on_detached_body``: Q's head reads the body's features through a detach,
+        so that a loss on q trains Q's head and not the body."""
         real_logits = None
         if real is not None:
             real_logits = self.d_head(self.body(real)).squeeze(1)
         features = self.body(fake)
-        return real_logits, self.d_head(features).squeeze(1), self.q_head(features)
+        q = self.q_head(features.detach() if q_on_detached_body else features)
+        return real_logits, self.d_head(features).squeeze(1), q
 
 
 def init_weights(module: nn.Module) -> None:
