@@ -22,7 +22,8 @@ import torch
 import fastmi
 from critic_helpers import (CASES, ESTIMATORS, assert_close, assert_results_close, case_id, evaluate, oracle,
                             random_pair, score_magnitude, split_case)
-from fastmi.critic import bounds, cpu, reference, tiled
+import test_critic_vectors as vectors
+from fastmi.critic import bounds, cpu, tiled
 from fastmi.critic.problem import RowProblem, make_problem
 from fastmi.runtime import cpu_extension
 
@@ -58,24 +59,7 @@ def test_contract_vector(index, tiles, tile):
     """tests/data/critic_vectors.json (written apart from the project); 1 x 1 tiles make
     every row and column merge across tiles run."""
     tile(tiles)
-    case = VECTORS[index]
-    x = torch.tensor(case["inputs"]["x"], dtype=F64, requires_grad=True)
-    y = torch.tensor(case["inputs"]["y"], dtype=F64, requires_grad=True)
-    scale = torch.tensor(case["scale"], dtype=F64, requires_grad=True)
-    bias = None if case.get("bias") is None else torch.tensor(case["bias"], dtype=F64, requires_grad=True)
-    options = {name: case[name] for name in ("offset", "symmetric", "normalize", "clip") if name in case}
-    out = fastmi.critic_bound(x, y, estimator=case["estimator"], scale=scale, bias=bias, backend="cpu", **options)
-    out.loss.backward()
-    expected = case["expected"]
-    for name in ("loss", "mi", "accuracy"):
-        assert getattr(out, name).item() == pytest.approx(expected[name], rel=1e-12, abs=1e-12), name
-    if "jsd_bound" in expected:
-        assert out.jsd_bound.item() == pytest.approx(expected["jsd_bound"], rel=1e-12, abs=1e-12)
-    for name, leaf in (("grad_x", x), ("grad_y", y)):
-        torch.testing.assert_close(leaf.grad, torch.tensor(expected[name], dtype=F64), rtol=1e-11, atol=1e-13)
-    assert scale.grad.item() == pytest.approx(expected["grad_scale"], rel=1e-11, abs=1e-13)
-    if bias is not None:
-        assert bias.grad.item() == pytest.approx(expected["grad_bias"], rel=1e-11, abs=1e-13)
+    vectors.test_contract_vector("cpu", index)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, F64, torch.bfloat16, torch.float16], ids=str)
