@@ -4,10 +4,14 @@ the CPU and CUDA kernels), kernels/infogan/config.py the Python one (SUM_*, FIXE
 STAT_*, STATS_FIXED, for the Triton kernels and the Python side). A mismatch would
 silently read one loss term as another, so the header is parsed and compared here, name
 by name: SumIndex's kRealNeg is SUM_REAL_NEG, StatIndex's kMiCat0 is STAT_MI_CAT0.
+
+The layers, too: each op sits on fastmi/runtime, the kernels under both, and no package
+imports one above it or another op (test_nothing_imports_upward).
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -121,3 +125,53 @@ def test_a_change_to_config_py_is_caught(name, value):
 def test_a_change_to_stats_fixed_is_caught():
     cpp = cpp_layout(MATH_H.read_text())
     assert mismatches(cpp, python_layout(config), config.STATS_FIXED + 1) != []
+
+
+# ---- nothing imports upward -------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+# package -> the fastmi packages it must not import: the ops sit on the runtime, the
+# kernels under both; an op never reaches into another op, the trainer or the benchmarks.
+FORBIDDEN = {
+    "fastmi.runtime": ("fastmi.infogan", "fastmi.critic", "fastmi.train", "fastmi.bench", "fastmi.examples"),
+    "fastmi.kernels": ("fastmi.infogan", "fastmi.critic", "fastmi.runtime", "fastmi.train", "fastmi.bench"),
+    "fastmi.infogan": ("fastmi.critic", "fastmi.train", "fastmi.bench", "fastmi.examples"),
+    "fastmi.critic": ("fastmi.infogan", "fastmi.train", "fastmi.bench", "fastmi.examples"),
+}
+
+
+def _module_imports(path: Path, module: str) -> list:
+    """The absolute names ``path`` (module ``module``) imports, relative imports resolved."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = module.split(".")[:len(module.split(".")) - node.level] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            names += [target] + [f"{target}.{alias.name}" for alias in node.names]
+    return names
+
+
+def _package_files():
+    for folder, package in ((ROOT / "fastmi", "fastmi"), (ROOT / "kernels", "fastmi.kernels")):
+        for path in sorted(folder.rglob("*.py")):
+            parts = path.relative_to(folder).with_suffix("").parts
+            yield path, ".".join((package, *parts[:-1], *(() if parts[-1] == "__init__" else parts[-1:])))
+
+
+def test_nothing_imports_upward():
+    wrong = []
+    for path, module in _package_files():
+        for package, forbidden in FORBIDDEN.items():
+            if module == package or module.startswith(package + "."):
+                wrong += [f"{module} imports {name}" for name in _module_imports(path, module)
+                          if any(name == f or name.startswith(f + ".") for f in forbidden)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_import_rule_sees_a_planted_upward_import(tmp_path):
+    planted = tmp_path / "registry.py"
+    planted.write_text("from ..infogan import api\n")
+    names = _module_imports(planted, "fastmi.runtime.registry")
+    assert "fastmi.infogan.api" in names and any(n.startswith(FORBIDDEN["fastmi.runtime"][0]) for n in names)
