@@ -70,14 +70,18 @@ def expected(loss, rows, dim, dtype):
 
 def assert_matches(got, want, dtype: str, where: str):
     """Loss within 1e-4 (float32) / 2e-2 (bfloat16: the peers round the scores to
-    bfloat16) relative; each gradient within that relative to its own largest element."""
+    bfloat16) relative; each gradient within that relative to its own largest element
+    (bfloat16: 5e-2, and 0.15 for the scale and bias gradients, sums of B N scores that a
+    bfloat16 peer adds in bfloat16: OpenCLIP's SigLipLoss at B = 4,096, d = 128 is 8% off
+    in its bias gradient where fastmi matches the float64 reference to 1e-6)."""
     tol = 1e-4 if dtype == "float32" else 2e-2
     (loss, grads), (want_loss, want_grads) = got, want
     assert abs(float(loss) - float(want_loss)) <= tol * max(abs(float(want_loss)), 1.0), f"{where}: loss"
     for k, (g, w) in enumerate(zip(grads, want_grads)):
         g, w = g.double(), w.double()
         err = float((g - w).abs().max()) / max(float(w.abs().max()), 1e-12)
-        assert err <= (tol if dtype == "float32" else 5e-2), f"{where}: gradient {k} off by {err:.2e} relative"
+        bound = tol if dtype == "float32" else 0.15 if w.numel() == 1 else 5e-2
+        assert err <= bound, f"{where}: gradient {k} off by {err:.2e} relative"
 
 
 def test_critic(benchmark, critic_case, bench_env, bench_tools):
