@@ -95,25 +95,38 @@ def _op_args(estimator, *, symmetric=False, with_bias=True, dtype=torch.float32,
     return [x, y, scale, bias], tuple(problem.rows)
 
 
+@pytest.fixture(params=["tiled", "cpu"])
+def fused_ops(request):
+    """The torch.library ops (forward, backward) of a fused backend: what torch.compile sees."""
+    if request.param == "cpu":
+        from fastmi.critic import cpu
+
+        reason = cpu.is_available()  # None, or why the CPU library does not build here
+        if reason is not None:
+            pytest.skip(reason)
+        return cpu.ops
+    return tiled.ops
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("estimator,symmetric", [("infonce", True), ("infonce", False), ("dv", False),
                                                  ("smile", False), ("siglip", False)])
-def test_opcheck_forward(estimator, symmetric, dtype):
+def test_opcheck_forward(estimator, symmetric, dtype, fused_ops):
     tensors, args = _op_args(estimator, symmetric=symmetric, dtype=dtype)
     tensors = [t.requires_grad_() if t is not None else None for t in tensors]
-    torch.library.opcheck(tiled.ops.forward, (*tensors, *args))
+    torch.library.opcheck(fused_ops.forward, (*tensors, *args))
 
 
-def test_opcheck_forward_without_bias():
+def test_opcheck_forward_without_bias(fused_ops):
     tensors, args = _op_args("js", with_bias=False)
-    torch.library.opcheck(tiled.ops.forward, (*[t.requires_grad_() if t is not None else None for t in tensors],
+    torch.library.opcheck(fused_ops.forward, (*[t.requires_grad_() if t is not None else None for t in tensors],
                                               *args))
 
 
 @pytest.mark.parametrize("estimator,symmetric,with_bias", [("infonce", True, False), ("nwj", False, True),
-                                                           ("smile", False, True)])
-def test_opcheck_backward(estimator, symmetric, with_bias):
+                                                           ("smile", False, True), ("js", False, False)])
+def test_opcheck_backward(estimator, symmetric, with_bias, fused_ops):
     tensors, args = _op_args(estimator, symmetric=symmetric, with_bias=with_bias)
-    partials, row_lse, col_lse = tiled.ops.forward(*tensors, *args)
+    partials, row_lse, col_lse = fused_ops.forward(*tensors, *args)
     grad = torch.randn(len(bounds.PARTIALS), generator=torch.Generator().manual_seed(5))
-    torch.library.opcheck(tiled.ops.backward, (grad, *tensors, partials, row_lse, col_lse, *args))
+    torch.library.opcheck(fused_ops.backward, (grad, *tensors, partials, row_lse, col_lse, *args))

@@ -401,32 +401,7 @@ def test_compile_inductor():
     assert torch.equal(leaves[0].grad, expected.grad_x) and torch.equal(leaves[1].grad, expected.grad_y)
 
 
-def _op_args(estimator, *, symmetric=False, with_bias=True, dtype=torch.float32, offset=1):
-    rows, cols = 6, 6 if symmetric else 6 + offset
-    x, y = random_pair(rows, cols, 5, offset=0 if symmetric else offset, dtype=dtype, seed=4)
-    acc = F64 if dtype == F64 else torch.float32
-    problem = make_problem(estimator, symmetric, False, 2.0, 0 if symmetric else offset)
-    scale = torch.tensor(1.5, dtype=acc)
-    bias = torch.tensor(-0.2, dtype=acc) if with_bias else None
-    return [x, y, scale, bias], tuple(problem.rows)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, F64, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("estimator,symmetric", [("infonce", True), ("dv", False), ("smile", False),
-                                                 ("siglip", False)])
-def test_opcheck_forward(estimator, symmetric, dtype):
-    tensors, args = _op_args(estimator, symmetric=symmetric, dtype=dtype)
-    tensors = [t.requires_grad_() if t is not None else None for t in tensors]
-    torch.library.opcheck(cpu.ops.forward, (*tensors, *args))
-
-
-@pytest.mark.parametrize("estimator,symmetric,with_bias", [("infonce", True, False), ("nwj", False, True),
-                                                           ("js", False, False)])
-def test_opcheck_backward(estimator, symmetric, with_bias):
-    tensors, args = _op_args(estimator, symmetric=symmetric, with_bias=with_bias)
-    partials, row_lse, col_lse = cpu.ops.forward(*tensors, *args)
-    grad = torch.randn(len(bounds.PARTIALS), generator=torch.Generator().manual_seed(5))
-    torch.library.opcheck(cpu.ops.backward, (grad, *tensors, partials, row_lse, col_lse, *args))
+# opcheck of the cpu ops: tests/test_critic_compile.py, with the tiled ones.
 
 
 # ---- memory ----------------------------------------------------------------------------------
