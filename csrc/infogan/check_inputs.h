@@ -16,6 +16,18 @@ namespace fastmi {
 
 inline bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
+// Which logits get a gradient in a backward with upstream grads for D (has_d) and G
+// (has_g) present or not: a loss with no upstream grad is left out, so an input that only
+// such losses use gets none (an empty [0], autograd's None), never 0 x its local
+// gradient (NaN at a NaN). real enters D only; fake enters D and G.
+struct UsedLogits {
+  bool real, fake;
+};
+inline UsedLogits used_logits(const std::optional<at::Tensor>& real, const std::optional<at::Tensor>& fake,
+                              bool has_d, bool has_g) {
+  return {present(real) && has_d, present(fake) && (has_d || has_g)};
+}
+
 // The sizes a call's tensors must have: q is [B, W]; m categorical, nb bernoulli and n
 // continuous codes.
 struct CallShape {

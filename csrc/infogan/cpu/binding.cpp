@@ -151,9 +151,8 @@ std::vector<Tensor> run_backward(const OptTensor& gD, const OptTensor& gG, const
                                  const Problem& p) {
   check_call(real, fake, q, cat, bern, cont, p);
   Tensor empty = at::detail::empty_cpu({0}, q.scalar_type());
-  // A loss with no upstream grad is left out: an input that only such losses use gets no
-  // gradient (an empty [0], autograd's None), never 0 x its local gradient (NaN at a NaN).
-  const bool real_used = present(real) && present(gD), fake_used = present(fake) && (present(gD) || present(gG));
+  const UsedLogits used = used_logits(real, fake, present(gD), present(gG));
+  const bool real_used = used.real, fake_used = used.fake;
   Tensor grad_real = real_used ? new_grad_output(*real) : empty;
   Tensor grad_fake = fake_used ? new_grad_output(*fake) : empty;
   Tensor grad_q = new_grad_output(q);

@@ -40,6 +40,8 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 using fastmi::present;
+using fastmi::UsedLogits;
+using fastmi::used_logits;
 
 #if defined(FASTMI_CUDA_EMULATION)
 constexpr at::DeviceType kDevice = at::kCPU;
@@ -201,9 +203,8 @@ std::vector<Tensor> backward_op(const OptTensor& grad_d, const OptTensor& grad_g
   const OptTensor up_i = upstream(grad_i, q, "grad_info");
   FastmiPlan plan;
   check_status(fastmi_cuda_plan_backward(&p, &in, &plan), "planning the backward");
-  // A loss with no upstream grad is left out: an input that only such losses use gets no
-  // gradient (an empty [0], autograd's None), never 0 x its local gradient (NaN at a NaN).
-  const bool real_used = present(real) && up_d, fake_used = present(fake) && (up_d || up_g);
+  const UsedLogits used = used_logits(real, fake, up_d.has_value(), up_g.has_value());
+  const bool real_used = used.real, fake_used = used.fake;
   Tensor grad_real = real_used ? output(real->sizes(), real->options()) : at::empty({0}, q.options());
   Tensor grad_fake = fake_used ? output(fake->sizes(), fake->options()) : at::empty({0}, q.options());
   Tensor grad_q = output(q.sizes(), q.options());
