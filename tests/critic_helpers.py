@@ -10,6 +10,7 @@ scale and bias.
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -61,10 +62,18 @@ def join_group(rank: int, folder: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD)
 
 
-def run_workers(worker, folder, timeout_s: float = 240) -> None:
-    """Runs ``worker(rank, str(folder))`` in WORLD spawned processes; fails the test if one
-    fails or they outlast ``timeout_s`` (a collective that never completes)."""
-    context = mp.spawn(worker, args=(str(folder),), nprocs=WORLD, join=False)
+def _rank_main(rank: int, folder: str, worker) -> None:
+    join_group(rank, folder)
+    torch.save(worker(rank), os.path.join(folder, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def run_workers(worker, folder, timeout_s: float = 240) -> list:
+    """Runs ``worker(rank)`` (a module-level function) in WORLD spawned processes that have
+    joined the gloo group (:func:`join_group`) and returns what each returned, by rank;
+    fails the test if one fails or they outlast ``timeout_s`` (a collective that never
+    completes)."""
+    context = mp.spawn(_rank_main, args=(str(folder), worker), nprocs=WORLD, join=False)
     deadline = time.monotonic() + timeout_s
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
@@ -72,3 +81,4 @@ def run_workers(worker, folder, timeout_s: float = 240) -> None:
                 if process.is_alive():
                     process.terminate()
             pytest.fail(f"the {WORLD} gloo processes did not finish in {timeout_s} s")
+    return [torch.load(os.path.join(str(folder), f"rank{rank}.pt"), weights_only=False) for rank in range(WORLD)]
