@@ -26,7 +26,7 @@ CASES = [dict(estimator=e) for e in ESTIMATORS] + [
     dict(estimator="infonce", symmetric=True, normalize=True, bias=0.3, scale=10.0),
     dict(estimator="smile", clip=0.5, scale=3.0),
 ]
-BACKENDS = ("reference", "tiled")
+BACKENDS = ("reference", "tiled", "cpu")
 
 
 def case_id(index):
