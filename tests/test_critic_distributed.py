@@ -1,6 +1,6 @@
 """critic_bound(..., group=pg) on two gloo processes (CPU) against one process on the
-concatenated batch, every estimator, symmetric, bias and normalize, on the reference and
-tiled backends (float64):
+concatenated batch, every estimator, symmetric, bias and normalize, on the reference,
+tiled and fused cpu backends (float64):
 
 - the mean of the local losses (and mi, accuracy) is the single-process value;
 - each rank's gradient of its local x and y is W times the single-process gradient of
@@ -8,7 +8,7 @@ tiled backends (float64):
 - the mean over ranks of the scale and bias gradients is the single-process gradient.
 
 One spawn of two processes runs every case (the start of a process dominates), and the
-parent compares what they saved."""
+parent compares what they returned."""
 
 
 import pytest
